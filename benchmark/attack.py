@@ -1,0 +1,135 @@
+"""Attacks: what the attacker releases (a backdoored teacher) and the trigger it answers to."""
+import dataclasses
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from .component import Component, check_range
+from .data import DatasetInfo, quantize, to_float
+from .network import Network
+
+
+class Trigger(nn.Module):
+    """A batched, on-device function from clean to triggered pixels in [0, 1].
+
+    Everything a trigger learns lives in buffers or parameters, so the harness stores it
+    with ``state_dict`` and rebuilds it with ``Attack.build_trigger`` plus ``load_state_dict``.
+    Calling a trigger returns images on the 8-bit grid, as the attacker would submit them.
+    """
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quantize(self.apply(to_float(x)))
+
+
+@dataclasses.dataclass
+class Backdoor:
+    """What an attack hands back: the released teacher and how to trigger it.
+
+    ``poison_indices`` index the attacker half (empty for attacks that poison no data);
+    ``poison_labels`` are the labels those samples carried in the teacher's training set.
+    """
+
+    teacher: Network
+    trigger: Trigger
+    target: int
+    poison_indices: torch.Tensor
+    poison_labels: torch.Tensor
+
+
+@dataclasses.dataclass
+class AttackContext:
+    """What the attacker has: their half of the training set and the harness's tools.
+
+    ``train(model, images, labels, epochs=None, lr_scale=1.0, params=None)`` is the
+    harness's training loop (augmentation, mixed precision, schedule); ``new_model()``
+    builds a fresh teacher, ``new_model("small_cnn")`` any other architecture (a surrogate
+    student, say); ``clean_teacher`` is a clean model trained on the attacker half, given
+    to attacks that ask for one.
+    """
+
+    info: DatasetInfo
+    images: torch.Tensor  # uint8, on the device
+    labels: torch.Tensor
+    new_model: Callable[..., Network]
+    train: Callable[..., Network]
+    epochs: int
+    batch_size: int
+    device: torch.device
+    seed: int
+    clean_teacher: Network | None = None
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the cell's seed, for reproducible choices."""
+        return torch.Generator().manual_seed(self.seed * 7919 + offset)
+
+
+@dataclasses.dataclass
+class Attack(Component):
+    """An attack plugin.  ``run`` trains (or fine-tunes) the teacher and returns a ``Backdoor``."""
+
+    kind: ClassVar[str] = "attack"
+    needs_clean_teacher: ClassVar[bool] = False
+
+    target: int = 0
+
+    def check(self, info: DatasetInfo):
+        """Raise ``ConfigError`` if the attack cannot work on this dataset."""
+        check_range(self.name, "target", self.target, 0, info.num_classes - 1)
+
+    def build_trigger(self, info: DatasetInfo) -> Trigger:
+        """A trigger of the right shape (its learned state is loaded afterwards)."""
+        raise NotImplementedError
+
+    def run(self, ctx: AttackContext) -> Backdoor:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class PoisoningAttack(Attack):
+    """The shared base of data-poisoning attacks: a trigger, a poison rate, ordinary training.
+
+    A ``poison_rate`` fraction of the attacker half is triggered and relabelled to the
+    target (dirty label), or, for clean-label attacks, that fraction of the *target
+    class's* samples is triggered and keeps its label.
+    """
+
+    clean_label: ClassVar[bool] = False
+
+    poison_rate: float = 0.1
+
+    def validate(self):
+        check_range(self.name, "poison_rate", self.poison_rate, 0.0, 1.0)
+
+    def make_trigger(self, ctx: AttackContext) -> Trigger:
+        """The trigger to poison with; attacks that learn their trigger override this."""
+        return self.build_trigger(ctx.info).to(ctx.device)
+
+    def choose_poison(self, ctx: AttackContext) -> torch.Tensor:
+        labels = ctx.labels.cpu()
+        pool = (labels == self.target) if self.clean_label else (labels != self.target)
+        pool = pool.nonzero().flatten()
+        count = int(round(self.poison_rate * (len(pool) if self.clean_label else len(labels))))
+        chosen = pool[torch.randperm(len(pool), generator=ctx.generator(1))[: min(count, len(pool))]]
+        return chosen.sort().values
+
+    def poison(self, ctx: AttackContext, trigger: Trigger, indices: torch.Tensor):
+        """The teacher's training set: triggered images at ``indices``, relabelled unless clean-label."""
+        images, labels = ctx.images.clone(), ctx.labels.clone()
+        on_device = indices.to(ctx.device)
+        if len(indices):
+            with torch.no_grad():
+                images[on_device] = (trigger(images[on_device]) * 255).round().to(torch.uint8)
+            if not self.clean_label:
+                labels[on_device] = self.target
+        return images, labels
+
+    def run(self, ctx: AttackContext) -> Backdoor:
+        trigger = self.make_trigger(ctx)
+        indices = self.choose_poison(ctx)
+        images, labels = self.poison(ctx, trigger, indices)
+        teacher = ctx.train(ctx.new_model(), images, labels)
+        return Backdoor(teacher, trigger, self.target, indices, labels[indices.to(ctx.device)].cpu())

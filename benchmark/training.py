@@ -1,0 +1,151 @@
+"""The one training loop every stage shares, and batched prediction.
+
+Data stay on the device as uint8; each batch is converted, augmented once and, in
+distillation, passed once through the teacher for every student of the group.  On CUDA
+the loop uses bf16 autocast, channels_last and the fused SGD; on the CPU plain fp32.
+"""
+import contextlib
+import dataclasses
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import augment, batches, to_float
+from .network import Network, Outputs
+
+
+@dataclasses.dataclass
+class Schedule:
+    """Optimisation settings of one training run (SGD + Nesterov, warm-up then linear decay)."""
+
+    epochs: int
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.15  # fraction of the steps spent warming up
+
+
+@dataclasses.dataclass
+class Batch:
+    """One training batch as a loss sees it: the augmented images, their labels, their
+    indices into the training set (for memory banks) and how far training has got (0 → 1)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    progress: float
+
+
+@dataclasses.dataclass
+class Learner:
+    """One model being trained: its loss over (its outputs, teacher outputs, batch) and
+    the parameters the optimiser moves (default: all of the model's)."""
+
+    model: Network
+    loss: Callable[[Outputs, Outputs | None, Batch], torch.Tensor]
+    params: list | None = None
+    needs: frozenset = frozenset({"logits"})
+
+
+def cross_entropy(outputs: Outputs, teacher: Outputs | None, batch: Batch) -> torch.Tensor:
+    return F.cross_entropy(outputs.logits, batch.labels)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, nothing elsewhere."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare(model: nn.Module, device) -> nn.Module:
+    model = model.to(device)
+    if torch.device(device).type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _optimizer(params, schedule: Schedule, device, steps: int):
+    fused = {"fused": True} if torch.device(device).type == "cuda" else {}
+    optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum, nesterov=True,
+                                weight_decay=schedule.weight_decay, **fused)
+    warm = max(1, int(schedule.warmup * steps))
+
+    def factor(step):
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (steps - step) / max(1, steps - warm))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, schedule: Schedule, *,
+          hflip: bool, seed: int, teacher: Network | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None) -> list[Network]:
+    """Train every learner on (images, labels) in lock-step; returns their models.
+
+    ``teacher`` (frozen, eval mode) is run once per batch and its outputs handed to every
+    learner's loss; it computes the union of what the learners need.
+    """
+    device = images.device
+    generator = torch.Generator().manual_seed(seed)
+    per_epoch = -(-len(images) // schedule.batch_size)
+    steps = schedule.epochs * per_epoch
+    optimizers = []
+    for learner in learners:
+        prepare(learner.model, device).train()
+        params = learner.params if learner.params is not None else list(learner.model.parameters())
+        optimizers.append(_optimizer(params, schedule, device, steps))
+    if teacher is not None:
+        prepare(teacher, device).eval()
+        teacher_needs = frozenset().union(*(learner.needs for learner in learners))
+    channels_last = device.type == "cuda"
+    for epoch in range(schedule.epochs):
+        totals = torch.zeros(len(learners), device=device)
+        for step, index in enumerate(batches(len(images), schedule.batch_size, True, generator, device)):
+            x = augment(to_float(images[index]), hflip, generator)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            batch = Batch(x, labels[index], index, (epoch * per_epoch + step) / steps)
+            with autocast(device):
+                with torch.no_grad():
+                    teacher_out = teacher.run(x, teacher_needs) if teacher is not None else None
+                for i, (learner, (optimizer, scheduler)) in enumerate(zip(learners, optimizers)):
+                    loss = learner.loss(learner.model.run(x, learner.needs), teacher_out, batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    totals[i] += loss.detach()
+        if on_epoch is not None:
+            mean = (totals / per_epoch).tolist()
+            on_epoch(epoch, {f"loss{i}": value for i, value in enumerate(mean)})
+    for learner in learners:
+        learner.model.eval()
+    return [learner.model for learner in learners]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
+            transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Predicted labels for uint8 or float images, optionally transformed (triggered) first."""
+    return logits(model, images, batch_size, transform).argmax(1)
+
+
+@torch.no_grad()
+def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
+           transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Float32 logits of the model on a whole image tensor, batch by batch."""
+    model.eval()
+    device = images.device
+    out = []
+    for index in batches(len(images), batch_size, False, device=device):
+        x = to_float(images[index])
+        if transform is not None:
+            x = transform(x)
+        with autocast(device):
+            out.append(model(x).float())
+    return torch.cat(out)

@@ -1,0 +1,1 @@
+"""The built-in kdbench plugins: each module is a plugin, loaded like a third-party one."""

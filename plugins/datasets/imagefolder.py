@@ -1,0 +1,130 @@
+"""Any image-classification dataset in ImageFolder layout (CINIC-10, an ImageNet subset, GTSRB…)."""
+import dataclasses
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import kdbench
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp"}
+TEST_FOLDERS = ("test", "val", "valid")
+
+
+def read_split(root: Path, split: str, size: int | None, max_per_class: int):
+    """(uint8 images N×C×H×W, labels, class names) of one split, from ``root/<split>/<class>/*``
+    or from the archive ``root/<split>.tar.gz`` holding that layout.  Classes are numbered in
+    lexicographic order (as torchvision's ImageFolder does); at most ``max_per_class``
+    images per class are decoded (0 = all), the first ones in file-name order."""
+    archive = root / f"{split}.tar.gz"
+    if archive.exists():
+        files = _archive_files(archive, split)
+    else:
+        files = {path.relative_to(root / split).as_posix(): path.read_bytes
+                 for path in sorted((root / split).rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES}
+    by_class = {}
+    for name in sorted(files):
+        parts = name.split("/")
+        if len(parts) == 2:
+            by_class.setdefault(parts[0], []).append(name)
+    if not by_class:
+        raise kdbench.ConfigError(f"no images in {root / split} (expected {split}/<class>/<image> or {split}.tar.gz)")
+    classes = sorted(by_class)
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        chosen = by_class[cls][:max_per_class] if max_per_class else by_class[cls]
+        for name in chosen:
+            images.append(_decode(files[name](), size))
+            labels.append(label)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels), classes
+
+
+def _archive_files(archive: Path, split: str) -> dict:
+    """Member name (relative to the split folder) → a function returning its bytes."""
+    contents = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            path = Path(member.name)
+            if member.isfile() and path.suffix.lower() in IMAGE_SUFFIXES and path.parts[0] == split:
+                data = tar.extractfile(member).read()
+                contents[Path(*path.parts[1:]).as_posix()] = lambda data=data: data
+    return contents
+
+
+def _decode(data: bytes, size: int | None) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    if size and image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_image_folder(name: str, root: str, size: int | None, max_per_class: int, test_per_class: int,
+                      cache_dir) -> kdbench.ImageData:
+    """Decode (once; later loads read the uint8 cache) an ImageFolder-style dataset."""
+    root_path = Path(root).expanduser()
+    if not root_path.exists():
+        raise kdbench.ConfigError(f"{name}: dataset root not found: {root_path}")
+    test_split = next((s for s in TEST_FOLDERS if (root_path / s).is_dir() or (root_path / f"{s}.tar.gz").exists()), None)
+    if test_split is None:
+        raise kdbench.ConfigError(f"{name}: {root_path} has no test/ (or val/) folder or test.tar.gz")
+    tag = hashlib.sha256(f"{root_path.resolve()}|{size}|{max_per_class}|{test_per_class}".encode()).hexdigest()[:12]
+
+    def build():
+        train_x, train_y, classes = read_split(root_path, "train", size, max_per_class)
+        test_x, test_y, test_classes = read_split(root_path, test_split, size, test_per_class)
+        if test_classes != classes:
+            raise kdbench.ConfigError(f"{name}: train and {test_split} folders have different classes")
+        return {"train_images": train_x, "train_labels": train_y, "test_images": test_x, "test_labels": test_y}
+
+    tensors = kdbench.cache_tensors(Path(cache_dir) / f"{name}-{tag}.safetensors", build)
+    classes = _class_names(root_path, test_split)
+    pixels = tensors["train_images"].float().div(255)
+    info = kdbench.DatasetInfo(
+        name=name, num_classes=len(classes), channels=3, size=tensors["train_images"].shape[-1],
+        mean=tuple(pixels.mean((0, 2, 3)).tolist()), std=tuple(pixels.std((0, 2, 3)).tolist()),
+        class_names=tuple(classes), hflip=True,
+    )
+    return kdbench.ImageData(info, tensors["train_images"], tensors["train_labels"].long(),
+                             tensors["test_images"], tensors["test_labels"].long())
+
+
+def _class_names(root: Path, split: str) -> list:
+    if (root / split).is_dir():
+        return sorted(p.name for p in (root / split).iterdir() if p.is_dir())
+    with tarfile.open(root / f"{split}.tar.gz", "r:gz") as tar:
+        return sorted({Path(m.name).parts[1] for m in tar if m.isfile() and len(Path(m.name).parts) == 3})
+
+
+@dataclasses.dataclass
+class ImageFolder(kdbench.Dataset):
+    """A generic ImageFolder dataset: ``root/train/<class>/*`` and ``root/test/<class>/*``
+    (or ``val/``, or the same layouts as ``train.tar.gz`` / ``test.tar.gz``), resized to
+    ``size`` pixels.  Decoded once into a uint8 tensor cache."""
+
+    name = "imagefolder"
+    paper = "torchvision ImageFolder layout (e.g. CINIC-10, Darlow et al. 2018; GTSRB, Stallkamp et al. 2012)"
+
+    root: str = ""
+    size: int = 32
+    max_per_class: int = 0
+    test_per_class: int = 0
+
+    def validate(self):
+        if not self.root:
+            raise kdbench.ConfigError("imagefolder: give the dataset folder, e.g. {name: imagefolder, root: /data/cinic10}")
+        if self.size < 8:
+            raise kdbench.ConfigError(f"imagefolder: size must be at least 8, got {self.size}")
+
+    def load(self, cache_dir) -> kdbench.ImageData:
+        name = Path(self.root).name or self.name
+        return load_image_folder(name, self.root, self.size, self.max_per_class, self.test_per_class, cache_dir)
+
+
+@kdbench.hookimpl
+def register_datasets(register):
+    register(ImageFolder)
