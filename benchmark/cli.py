@@ -65,21 +65,23 @@ def run(suite_name, registry_file, dataset, teachers, students, attacks, distill
     console = Console(stderr=True)
     runner = Runner(_host(registry), suite, Store(Path(workdir) if workdir else default_workdir()), _device(device))
     out_dir = Path(out) if out else Path("leaderboards") / suite.leaderboard
+    runner.load_data()
     console.print(f"[bold]kdbench {__version__}[/bold] suite [bold]{suite.name}[/bold] on {runner.device}: "
                   f"{_cells(suite)} cells → {out_dir}")
     started = time.perf_counter()
     with RichReporter(console) as reporter:
         runner.reporter = reporter
-        runner.load_data()
         distillation, detection = runner.run(on_rows=lambda a, b: leaderboard.write(out_dir, a, b))
     paths = leaderboard.write(out_dir, distillation, detection)
-    output = Console()
+    output = Console(width=max(140, Console().width))
     output.print(distillation_table(distillation))
     if detection:
         output.print(detection_table(detection))
     failed = sum(row["status"] != "ok" for row in distillation + detection)
     console.print(f"wrote {paths[0]} and {paths[1]} in {time.perf_counter() - started:.1f} s"
                   + (f"; [red]{failed} failed[/red]" if failed else ""))
+    if failed:
+        raise SystemExit(1)
 
 
 @main.command()

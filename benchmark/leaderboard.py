@@ -27,11 +27,41 @@ def frame(rows: list, columns: list) -> pd.DataFrame:
 
 
 def write(out: Path, distillation: list, detection: list) -> tuple[Path, Path]:
+    """Write ``distillation.csv``, ``detection.csv`` and their rendering ``leaderboard.md``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "distillation.csv", out / "detection.csv"
-    for path, rows, columns in zip(paths, (distillation, detection), (DISTILLATION_COLUMNS, DETECTION_COLUMNS)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        frame(rows, columns).to_csv(tmp, index=False, float_format="%.4f")
-        os.replace(tmp, path)
+    tables = frame(distillation, DISTILLATION_COLUMNS), frame(detection, DETECTION_COLUMNS)
+    for path, table in zip(paths, tables):
+        _atomic(path, lambda tmp, table=table: table.to_csv(tmp, index=False, float_format="%.4f"))
+    _atomic(out / "leaderboard.md", lambda tmp: Path(tmp).write_text(markdown(*tables)))
     return paths
+
+
+def markdown(distillation: pd.DataFrame, detection: pd.DataFrame) -> str:
+    """The leaderboard's main columns as Markdown tables."""
+    parts = ["## Distillation\n", _markdown_table(distillation, KEYS + METRICS + ["status"])]
+    if len(detection):
+        parts += ["\n## Detection\n", _markdown_table(detection, KEYS + ["defense", "family", "model", "auroc", "auprc",
+                                                                         "score", "der", "status"])]
+    return "\n".join(parts)
+
+
+KEYS = ["dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed"]
+
+
+def _markdown_table(table: pd.DataFrame, columns: list) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return "–" if pd.isna(value) else f"{value:.3f}"
+        return "–" if value is None or value is pd.NA else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for _, row in table.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic(path: Path, write_to):
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_to(tmp)
+    os.replace(tmp, path)

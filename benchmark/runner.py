@@ -343,21 +343,20 @@ class Runner:
 
     # ------------------------------------------------------------------ measurements
 
-    def evaluate(self, model_key: str, model, teacher: Teacher | None) -> dict:
-        """CA of a model, and its ASR/RA under a teacher's trigger (cached)."""
-        backdoor = teacher.backdoor if teacher is not None else None
-        key = spec_hash({"stage": "evaluation", "model": model_key, "trigger": teacher.key if backdoor else None,
+    def evaluate(self, model_key: str, model, teacher: Teacher) -> dict:
+        """CA of a model, and its ASR/RA under the teacher's trigger if it has one (cached)."""
+        key = spec_hash({"stage": "evaluation", "model": model_key, "trigger": teacher.key if teacher.backdoor else None,
                          "test": self.budget["max_test"]})
+        return self._stage("evaluation", key, f"evaluation {model_key[:8]}", 0,
+                           lambda: ({}, self._measure(model, teacher.backdoor)))[1]
 
-        def compute():
-            data = self.data
-            result = {"ca": clean_accuracy(model, data.test_images, data.test_labels), "asr": math.nan, "ra": math.nan}
-            if backdoor:
-                result["asr"], result["ra"] = attack_metrics(model, data.test_images, data.test_labels,
-                                                             backdoor["trigger"], backdoor["target"])
-            return {}, result
-
-        return self._stage("evaluation", key, f"evaluation {model_key[:8]}", 0, compute)[1]
+    def _measure(self, model, backdoor: dict | None) -> dict:
+        data = self.data
+        result = {"ca": clean_accuracy(model, data.test_images, data.test_labels), "asr": math.nan, "ra": math.nan}
+        if backdoor:
+            result["asr"], result["ra"] = attack_metrics(model, data.test_images, data.test_labels,
+                                                         backdoor["trigger"], backdoor["target"])
+        return result
 
     def _distillation_row(self, row, teacher, student, control, attack, distiller) -> dict:
         model, key, seconds = student
@@ -403,7 +402,7 @@ class Runner:
         elif family == "mitigation":
             before = self.evaluate(model_key, model, teacher)
             repaired = defense.repair(copy.deepcopy(model), calibration)
-            after = self.evaluate(f"{model_key}-{spec_hash(defense.options())}-{defense.name}", repaired, teacher)
+            after = self._measure(repaired, backdoor)
             result.update(ca_after=after["ca"], asr_after=after["asr"])
             if backdoor:
                 result["der"] = defense_effectiveness(before["ca"], before["asr"], after["ca"], after["asr"])

@@ -1,0 +1,87 @@
+"""The quick suite end to end: the bars of the foundation issue, caching, resuming, failures."""
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from kdbench.cli import main
+from kdbench.leaderboard import METRICS
+from kdbench.registry import load_registry
+from kdbench.runner import Reporter, Runner
+from kdbench.store import Store
+
+
+class Recorder(Reporter):
+    def __init__(self, interrupt_after=None):
+        self.finished, self.interrupt_after = [], interrupt_after
+
+    def stage_finished(self, stage, description, seconds, cached):
+        self.finished.append((stage, cached))
+        computed = sum(not cached for stage, cached in self.finished if stage != "dataset")
+        if self.interrupt_after is not None and computed >= self.interrupt_after:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def quick(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("leaderboard")
+    result = CliRunner().invoke(main, ["run", "--device", "cpu", "--workdir", str(store.root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return pd.read_csv(out / "distillation.csv"), pd.read_csv(out / "detection.csv")
+
+
+def test_quick_meets_the_foundation_bars(quick):
+    distillation, detection = quick
+    rows = distillation.set_index("attack")
+    assert set(rows.index) == {"none", "badnets", "blended"} and (rows.status == "ok").all()
+    clean_ca = rows.loc["none", "teacher_ca"]
+    assert clean_ca >= 0.90
+    for attack in ("badnets", "blended"):
+        assert rows.loc[attack, "teacher_asr"] >= 0.90
+        assert abs(rows.loc[attack, "teacher_ca"] - clean_ca) <= 0.05
+        assert rows.loc[attack, "control_student_asr"] <= 0.15
+    strip = detection.query("defense.str.startswith('strip') and attack == 'badnets' and model == 'teacher'")
+    assert strip.auroc.iloc[0] >= 0.80
+    assert set(detection.model) == {"teacher", "student"} and set(detection.family) == {"input"}
+
+
+def test_values_are_fractions_and_rows_carry_provenance(quick):
+    distillation, _ = quick
+    values = distillation[METRICS].stack()
+    assert ((values >= 0) & (values <= 1)).all()
+    for column in ("teacher_seconds", "device", "kdbench_version", "torch_version", "spec_hash"):
+        assert distillation[column].notna().all()
+
+
+def test_a_second_run_recomputes_nothing(quick, host, store):
+    recorder = Recorder()
+    runner = Runner(host, load_registry().suite("quick"), store, "cpu", recorder)
+    distillation, _ = runner.run()
+    assert all(cached for stage, cached in recorder.finished if stage != "dataset")
+    again = pd.DataFrame(distillation)[METRICS]
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), quick[0][METRICS], check_exact=False, atol=1e-4)
+
+
+def test_a_killed_run_resumes_where_it_stopped(host, tmp_path):
+    suite = load_registry().suite("quick").override(teacher_epochs=2, student_epochs=2, defenses=[])
+    store = Store(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(host, suite, store, "cpu", Recorder(interrupt_after=2)).run()
+    recorder = Recorder()
+    rows, _ = Runner(host, suite, store, "cpu", recorder).run()
+    computed = [(stage, cached) for stage, cached in recorder.finished if stage != "dataset"]
+    assert computed[:2] == [("clean_teacher", True), ("teacher", True)]
+    assert not all(cached for _, cached in computed)
+    assert len(rows) == 3 and all(row["status"] == "ok" for row in rows)
+
+
+def test_a_failing_cell_is_recorded_and_the_others_finish(store, tmp_path):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("plugins: [failing_attack]\n")
+    result = CliRunner().invoke(main, ["run", "--registry", str(registry), "--attacks", "always_fails,badnets",
+                                       "--defenses", "", "--device", "cpu", "--workdir", str(store.root),
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    rows = pd.read_csv(tmp_path / "distillation.csv").set_index("attack")
+    assert rows.loc["always_fails", "status"] == "failed"
+    assert "this attack always fails" in rows.loc["always_fails", "error"]
+    assert (rows.loc[["none", "badnets"], "status"] == "ok").all()
