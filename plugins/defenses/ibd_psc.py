@@ -1,0 +1,85 @@
+"""IBD-PSC: triggered inputs keep their prediction when the last BN layers' parameters are amplified."""
+import copy
+import dataclasses
+
+import torch
+from torch import nn
+
+import kdbench
+
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)  # timm's BatchNormAct2d is a BatchNorm2d
+
+
+@dataclasses.dataclass
+class IbdPsc(kdbench.InputDetector):
+    """IBD-PSC (Hou, Zhu, Wen, Li, Zou, Zhang, Xia, Huang & Xia, "IBD-PSC: Input-level Backdoor
+    Detection via Parameter-oriented Scaling Consistency", ICML 2024).
+
+    Scaling the weight and bias of the last ``k`` BatchNorm layers (in module order, the
+    order a forward pass meets them in timm models and the small CNN) by ``scale`` makes a
+    benign model's predictions collapse, while a triggered input keeps its prediction.  The
+    first ``k`` is chosen adaptively on the defender's clean calibration data: the smallest
+    number of scaled layers at which the error rate on that data exceeds ``xi``.  ``n``
+    models are then built, scaling the last ``k``, ``k + 1``, …, ``k + n − 1`` layers, and
+    the score of an input is its parameter-oriented scaling consistency: the mean
+    probability those models give to the original model's predicted label.  Paper
+    defaults: n = 5, ξ = 0.6, ω = 1.5.
+
+    Deviations: where no depth reaches the error rate ``xi``, every BN layer is scaled from
+    the start; the ``k + n − 1`` layers are capped at the number of BN layers the model
+    has (the small CNN has six), so a shallow model may average fewer than ``n`` distinct
+    scaled models.
+    """
+
+    name = "ibd_psc"
+    paper = "Hou et al., IBD-PSC: Input-level Backdoor Detection via Parameter-oriented Scaling Consistency, ICML 2024"
+
+    n: int = 5
+    xi: float = 0.6
+    scale: float = 1.5
+    batch_size: int = 1024
+
+    def validate(self):
+        if self.n < 1 or not 0 < self.xi < 1 or self.scale <= 0:
+            raise kdbench.ConfigError(f"ibd_psc: need n ≥ 1, 0 < xi < 1 and scale > 0, got {self.n}, {self.xi}, {self.scale}")
+
+    @torch.no_grad()
+    def score(self, model, images, calibration):
+        model.eval()
+        depth = len(_norm_layers(model))
+        if depth == 0:
+            raise ValueError(f"ibd_psc needs BatchNorm layers; {type(model).__name__} has none")
+        start = self._first_depth(model, calibration, depth)
+        predicted = kdbench.predict(model, images, self.batch_size)
+        consistency = torch.zeros(len(images), device=predicted.device)
+        for layers in range(start, start + self.n):
+            scaled = _scaled(model, min(layers, depth), self.scale)
+            probs = kdbench.logits(scaled, images, self.batch_size).softmax(1)
+            consistency += probs.gather(1, predicted[:, None]).squeeze(1)
+        return consistency / self.n
+
+    def _first_depth(self, model, calibration, depth) -> int:
+        """The fewest last BN layers whose amplification pushes the clean error rate above ξ."""
+        for layers in range(1, depth + 1):
+            predicted = kdbench.predict(_scaled(model, layers, self.scale), calibration.images, self.batch_size)
+            if (predicted != calibration.labels).float().mean().item() > self.xi:
+                return layers
+        return depth
+
+
+def _norm_layers(model: nn.Module) -> list:
+    return [module for module in model.modules() if isinstance(module, NORMS) and module.affine]
+
+
+def _scaled(model: nn.Module, layers: int, scale: float) -> nn.Module:
+    """A copy of the model with the affine parameters of its last ``layers`` BN layers times ``scale``."""
+    scaled = copy.deepcopy(model)
+    for norm in _norm_layers(scaled)[len(_norm_layers(scaled)) - layers:]:
+        norm.weight.mul_(scale)
+        norm.bias.mul_(scale)
+    return scaled.eval()
+
+
+@kdbench.hookimpl
+def register_defenses(register):
+    register(IbdPsc)

@@ -1,0 +1,59 @@
+"""Feature access shared by the feature-based distillers (not a plugin: no component here).
+
+Teacher and student may be any two timm-style networks, of different families, widths and
+depths, so nothing about their features is assumed beyond what the probe batch shows:
+
+- ``embedding``: the vector a network's classifier reads (timm's ``forward_head(pre_logits=True)``),
+  for methods on the penultimate representation (CRD, RKD, PKT);
+- ``stage_at`` and ``matched_stages``: stages of networks with different numbers of stages
+  paired by relative depth, the output of stage i of n lying at depth (i + 1) / n;
+- ``match_size``: two feature maps brought to one spatial size by average-pooling the larger;
+- ``require_maps``: a one-line ``ConfigError`` unless a method's inputs are N×C×H×W maps.
+"""
+import torch
+import torch.nn.functional as F
+
+import kdbench
+
+
+def embedding(network: kdbench.Network, features: torch.Tensor) -> torch.Tensor:
+    """The network's penultimate representation (B×D) from its last feature map."""
+    return network.body.forward_head(features, pre_logits=True).flatten(1)
+
+
+def stage_at(count: int, depth: float) -> int:
+    """The index of the stage, of ``count``, whose output lies nearest relative depth ``depth``
+    (ties go to the deeper stage)."""
+    return min(range(count), key=lambda i: (round(abs((i + 1) / count - depth), 9), -i))
+
+
+def matched_stages(student_count: int, teacher_count: int) -> list[tuple[int, int]]:
+    """(student stage, teacher stage) pairs: every stage of the network with fewer stages,
+    each with the other network's stage nearest to it in relative depth."""
+    if student_count <= teacher_count:
+        return [(i, stage_at(teacher_count, (i + 1) / student_count)) for i in range(student_count)]
+    return [(stage_at(student_count, (j + 1) / teacher_count), j) for j in range(teacher_count)]
+
+
+def pool_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``x`` (…×H×W) average-pooled to ``size``, or ``x`` itself when it already has that size."""
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.adaptive_avg_pool2d(x, size)
+
+
+def common_size(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
+    """The spatial size both maps can be pooled to: the smaller height and width."""
+    return min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
+
+
+def match_size(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both maps at their common size (the larger one average-pooled)."""
+    size = common_size(a, b)
+    return pool_to(a, size), pool_to(b, size)
+
+
+def require_maps(method: str, **maps: torch.Tensor):
+    """Raise a ConfigError unless every named tensor is an N×C×H×W feature map."""
+    for role, tensor in maps.items():
+        if tensor.dim() != 4:
+            raise kdbench.ConfigError(
+                f"{method}: needs N×C×H×W feature maps, but the {role} gives shape {tuple(tensor.shape)}")

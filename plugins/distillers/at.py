@@ -1,0 +1,62 @@
+"""Attention transfer: the student matches the teacher's spatial attention maps stage by stage."""
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+import kdbench
+from kdbench_plugins.distillers._features import common_size, matched_stages, pool_to, require_maps
+
+
+@dataclasses.dataclass
+class AT(kdbench.Distiller):
+    """Attention Transfer (Zagoruyko & Komodakis, "Paying More Attention to Attention", ICLR 2017).
+
+    The activation-based attention map of a stage is the channel mean of |A|^p, flattened and
+    L2-normalised (paper, §3.1, p = 2).  The loss (paper, eq. 2) is
+    L = CE(z_s, y) + β/2·Σ_stages mean((Q_s − Q_t)²),
+    β = 10³ "divided by the number of elements in the attention map and batch size" (§4.1):
+    the squared distance averaged over batch and positions, as in the authors' released code.
+
+    The paper pairs the outputs of the groups of two ResNets of equal depth.  For networks
+    with different numbers of stages every stage of the shallower one is paired with the
+    stage of the other nearest in relative depth (``_features.matched_stages``), and where a
+    pair's resolutions differ the larger attention map is average-pooled to the smaller
+    before normalisation (the paper requires equal resolutions).
+    """
+
+    name = "at"
+    paper = "Zagoruyko & Komodakis, Paying More Attention to Attention, ICLR 2017"
+    needs = frozenset({"logits", "intermediates"})
+
+    beta: float = 1000.0
+    p: float = 2.0
+
+    def validate(self):
+        if self.beta < 0:
+            raise kdbench.ConfigError(f"at: beta must be non-negative, got {self.beta}")
+        if self.p <= 0:
+            raise kdbench.ConfigError(f"at: p must be positive, got {self.p}")
+
+    def setup(self, teacher, student, teacher_probe, student_probe):
+        self.pairs = matched_stages(len(student_probe.intermediates), len(teacher_probe.intermediates))
+        for s, t in self.pairs:
+            require_maps(self.name, **{f"student stage {s}": student_probe.intermediates[s],
+                                       f"teacher stage {t}": teacher_probe.intermediates[t]})
+
+    def attention(self, stage: torch.Tensor, size) -> torch.Tensor:
+        """The L2-normalised attention map (B×HW) of a stage, at spatial ``size``."""
+        return F.normalize(pool_to(stage.float().abs().pow(self.p).mean(1), size).flatten(1), dim=1)
+
+    def loss(self, student, teacher, batch):
+        transfer = 0.0
+        for s, t in self.pairs:
+            size = common_size(student.intermediates[s], teacher.intermediates[t])
+            difference = self.attention(student.intermediates[s], size) - self.attention(teacher.intermediates[t], size)
+            transfer = transfer + difference.pow(2).mean()
+        return F.cross_entropy(student.logits.float(), batch.labels) + self.beta / 2 * transfer
+
+
+@kdbench.hookimpl
+def register_distillers(register):
+    register(AT)

@@ -1,0 +1,29 @@
+"""The default registry: every suite names components that exist, and user registries add to it."""
+import pytest
+
+from kdbench.registry import load_registry, split_list, spec
+from kdbench.runner import Runner
+
+SUITES = sorted(load_registry().suites)
+
+
+@pytest.mark.parametrize("name", SUITES)
+def test_every_suite_resolves_all_its_components(host, store, name):
+    runner = Runner(host, load_registry().suite(name), store, "cpu")
+    assert runner.attacks and runner.distillers and runner.teachers and runner.students
+
+
+def test_a_user_registry_adds_suites_and_plugins(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("plugins: [failing_attack]\nsuites:\n  mine:\n    dataset: digits(size=12)\n"
+                    "    teachers: [small_cnn]\n    attacks: [{name: badnets, patch_size: 2}]\n    distillers: [kd]\n")
+    registry = load_registry(path)
+    assert "quick" in registry.suites and registry.plugins[-1] == "failing_attack"
+    suite = registry.suite("mine")
+    assert suite.attacks[0].kwargs == {"patch_size": 2} and suite.students == suite.teachers
+    assert suite.dataset.kwargs == {"size": 12} and suite.leaderboard == "mine"
+
+
+def test_command_line_lists_keep_options_together():
+    assert split_list("badnets(patch_size=4,margin=0),blended") == ["badnets(patch_size=4,margin=0)", "blended"]
+    assert spec("blended(alpha=0.1)", "x").kwargs == {"alpha": 0.1}
