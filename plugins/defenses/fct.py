@@ -47,7 +47,7 @@ class Fct(kdbench.TrainingDataDetector):
 
     def validate(self):
         if self.intra_epochs < 0 or self.lr <= 0 or self.batch_size < 2 or not 0 <= self.translate <= 1:
-            raise kdbench.ConfigError(f"fct: need intra_epochs ≥ 0, lr > 0, batch_size ≥ 2 and translate in [0, 1], "
+            raise kdbench.ConfigError(f"fct: need intra_epochs ≥ 0, lr > 0, batch_size ≥ 2 and 0 ≤ translate ≤ 1, "
                                       f"got {self.intra_epochs}, {self.lr}, {self.batch_size}, {self.translate}")
 
     def score(self, model, images, labels, calibration):

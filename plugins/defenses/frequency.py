@@ -127,12 +127,12 @@ def synthetic_triggers(clean: torch.Tensor, generator: torch.Generator) -> torch
     height, width = (torch.randint(low, high + 1, (2, n), generator=generator).to(device))
     margin = torch.randint(0, round(5 * scale) + 1, (n,), generator=generator).to(device)
     corner = torch.randint(0, 4, (n,), generator=generator).to(device)
-    top = torch.where(corner < 2, margin, size - margin - height)
-    left = torch.where(corner % 2 == 0, margin, size - margin - width)
-    pixel = torch.arange(size, device=device)
-    inside = (((pixel[None, :, None] >= top[:, None, None]) & (pixel[None, :, None] < (top + height)[:, None, None]))
-              & ((pixel[None, None, :] >= left[:, None, None]) & (pixel[None, None, :] < (left + width)[:, None, None])))
-    inside = inside[:, None]
+    top = torch.where(corner < 2, margin, size - margin - height).view(n, 1, 1, 1)
+    left = torch.where(corner % 2 == 0, margin, size - margin - width).view(n, 1, 1, 1)
+    rows = torch.arange(size, device=device).view(1, 1, -1, 1)
+    cols = rows.view(1, 1, 1, -1)
+    inside = ((rows >= top) & (rows < top + height.view(n, 1, 1, 1))
+              & (cols >= left) & (cols < left + width.view(n, 1, 1, 1)))
     white = torch.where(inside, 1.0, clean)
     noisy_patch = torch.where(inside, draw(n, channels, size, size), clean)
     # additive Gaussian noise, mean 25 and variance 10–70 on the 0–255 scale

@@ -15,9 +15,10 @@ class IbdPsc(kdbench.InputDetector):
     """IBD-PSC (Hou, Zhu, Wen, Li, Zou, Zhang, Xia, Huang & Xia, "IBD-PSC: Input-level Backdoor
     Detection via Parameter-oriented Scaling Consistency", ICML 2024).
 
-    Scaling the weight and bias of the last ``k`` BatchNorm layers (in module order, the
-    order a forward pass meets them in timm models and the small CNN) by ``scale`` makes a
-    benign model's predictions collapse, while a triggered input keeps its prediction.  The
+    Scaling the weight and bias of the last ``k`` BatchNorm layers (in the order a forward
+    pass meets them, so that modules a deployed model holds but does not run, such as the
+    teacher's body inside a SimKD student, are left out) by ``scale`` makes a benign model's
+    predictions collapse, while a triggered input keeps its prediction.  The
     first ``k`` is chosen adaptively on the defender's clean calibration data: the smallest
     number of scaled layers at which the error rate on that data exceeds ``xi``.  ``n``
     models are then built, scaling the last ``k``, ``k + 1``, …, ``k + n − 1`` layers, and
@@ -41,42 +42,54 @@ class IbdPsc(kdbench.InputDetector):
 
     def validate(self):
         if self.n < 1 or not 0 < self.xi < 1 or self.scale <= 0:
-            raise kdbench.ConfigError(f"ibd_psc: need n ≥ 1, 0 < xi < 1 and scale > 0, got {self.n}, {self.xi}, {self.scale}")
+            raise kdbench.ConfigError(f"ibd_psc: need n ≥ 1, 0 < xi < 1 and scale > 0, "
+                                      f"got {self.n}, {self.xi}, {self.scale}")
 
     @torch.no_grad()
     def score(self, model, images, calibration):
         model.eval()
-        depth = len(_norm_layers(model))
-        if depth == 0:
-            raise ValueError(f"ibd_psc needs BatchNorm layers; {type(model).__name__} has none")
-        start = self._first_depth(model, calibration, depth)
+        norms = _norms_in_forward_order(model, kdbench.to_float(calibration.images[:2]))
+        if not norms:
+            raise ValueError(f"ibd_psc needs BatchNorm layers; {type(model).__name__} runs none")
+        start = self._first_depth(model, calibration, norms)
         predicted = kdbench.predict(model, images, self.batch_size)
         consistency = torch.zeros(len(images), device=predicted.device)
         for layers in range(start, start + self.n):
-            scaled = _scaled(model, min(layers, depth), self.scale)
+            scaled = _scaled(model, norms[-min(layers, len(norms)):], self.scale)
             probs = kdbench.logits(scaled, images, self.batch_size).softmax(1)
             consistency += probs.gather(1, predicted[:, None]).squeeze(1)
         return consistency / self.n
 
-    def _first_depth(self, model, calibration, depth) -> int:
+    def _first_depth(self, model, calibration, norms) -> int:
         """The fewest last BN layers whose amplification pushes the clean error rate above ξ."""
-        for layers in range(1, depth + 1):
-            predicted = kdbench.predict(_scaled(model, layers, self.scale), calibration.images, self.batch_size)
+        for layers in range(1, len(norms) + 1):
+            predicted = kdbench.predict(_scaled(model, norms[-layers:], self.scale), calibration.images,
+                                        self.batch_size)
             if (predicted != calibration.labels).float().mean().item() > self.xi:
                 return layers
-        return depth
+        return len(norms)
 
 
-def _norm_layers(model: nn.Module) -> list:
-    return [module for module in model.modules() if isinstance(module, NORMS) and module.affine]
+def _norms_in_forward_order(model: nn.Module, probe: torch.Tensor) -> list:
+    """Positions in ``model.modules()`` of the affine BN layers a forward pass runs, in the order it runs them."""
+    positions = {module: i for i, module in enumerate(model.modules()) if isinstance(module, NORMS) and module.affine}
+    met = []
+    hooks = [module.register_forward_hook(lambda module, *_: met.append(positions[module])) for module in positions]
+    try:
+        model(probe)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return list(dict.fromkeys(met))
 
 
-def _scaled(model: nn.Module, layers: int, scale: float) -> nn.Module:
-    """A copy of the model with the affine parameters of its last ``layers`` BN layers times ``scale``."""
+def _scaled(model: nn.Module, norms: list, scale: float) -> nn.Module:
+    """A copy of the model with the affine parameters of the BN layers at ``norms`` times ``scale``."""
     scaled = copy.deepcopy(model)
-    for norm in _norm_layers(scaled)[len(_norm_layers(scaled)) - layers:]:
-        norm.weight.mul_(scale)
-        norm.bias.mul_(scale)
+    modules = list(scaled.modules())
+    for position in norms:
+        modules[position].weight.mul_(scale)
+        modules[position].bias.mul_(scale)
     return scaled.eval()
 
 

@@ -48,7 +48,8 @@ class Nad(kdbench.Mitigation):
             raise kdbench.ConfigError(f"nad: need teacher_epochs, epochs, batch_size ≥ 1 and lr > 0, got "
                                       f"{self.teacher_epochs}, {self.epochs}, {self.batch_size}, {self.lr}")
         if self.beta < 0 or self.p <= 0 or self.stages < 1:
-            raise kdbench.ConfigError(f"nad: need beta ≥ 0, p > 0 and stages ≥ 1, got {self.beta}, {self.p}, {self.stages}")
+            raise kdbench.ConfigError(f"nad: need beta ≥ 0, p > 0 and stages ≥ 1, "
+                                      f"got {self.beta}, {self.p}, {self.stages}")
 
     def repair(self, model, calibration):
         teacher = self._train(copy.deepcopy(model), calibration, self.teacher_epochs,

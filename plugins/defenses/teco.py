@@ -14,9 +14,10 @@ import kdbench
 # The 15 ImageNet-C corruptions of the paper less two that imagecorruptions 1.1.2 cannot run
 # with today's libraries: glass_blur (calls scikit-image's gaussian with `multichannel`,
 # removed in scikit-image 0.19) and fog (uses `np.float_`, removed in NumPy 2.0).
-CORRUPTIONS = ("gaussian_noise,shot_noise,impulse_noise,defocus_blur,motion_blur,zoom_blur,snow,frost,"
-               "brightness,contrast,elastic_transform,pixelate,jpeg_compression")
-KNOWN = CORRUPTIONS.split(",") + ["glass_blur", "fog", "speckle_noise", "gaussian_blur", "spatter", "saturate"]
+# The list is written with '+' so that it fits the command line's name(key=value,...) syntax.
+CORRUPTIONS = ("gaussian_noise+shot_noise+impulse_noise+defocus_blur+motion_blur+zoom_blur+snow+frost+"
+               "brightness+contrast+elastic_transform+pixelate+jpeg_compression")
+KNOWN = CORRUPTIONS.split("+") + ["glass_blur", "fog", "speckle_noise", "gaussian_blur", "spatter", "saturate"]
 MIN_SIZE = 32  # imagecorruptions refuses smaller images
 CHUNK = 32  # images per unit of work; each chunk draws from its own seeded random stream
 
@@ -38,15 +39,19 @@ class Teco(kdbench.InputDetector):
     Deviations: glass_blur and fog are left out of the paper's 15 types (see CORRUPTIONS:
     the package cannot run them with scikit-image ≥ 0.19 and NumPy 2); images smaller than
     32 px, which the package refuses, are upsampled by pixel replication to at least 32 px,
-    corrupted there and averaged back down block by block (on the 16-px digits the blur
-    kernels and noise grains are thus half as coarse relative to the digit as on CIFAR);
+    corrupted there and averaged back down block by block (relative to the image, blurs and
+    displacements keep the extent they have on a 32-px image, while per-pixel noise loses
+    half its standard deviation in the 2×2 averaging of the 16-px digits);
     a grey image is corrupted as the RGB image the package makes of it and its first
-    channel kept.  Randomness comes from NumPy's generator, re-seeded per chunk of
-    ``CHUNK`` images from ``seed``, so scores do not depend on ``workers``.
+    channel kept.  Randomness comes from NumPy's global generator, re-seeded per chunk of
+    ``CHUNK`` images from ``seed``, so scores do not depend on ``workers``; impulse_noise is
+    the exception, its scikit-image call drawing from a fresh unseeded generator, so scores
+    vary slightly from run to run.
     """
 
     name = "teco"
-    paper = "Liu et al., Detecting Backdoors During the Inference Stage Based on Corruption Robustness Consistency, CVPR 2023"
+    paper = ("Liu et al., Detecting Backdoors During the Inference Stage Based on Corruption Robustness "
+             "Consistency, CVPR 2023")
 
     corruptions: str = CORRUPTIONS
     max_severity: int = 5
@@ -59,12 +64,13 @@ class Teco(kdbench.InputDetector):
         if unknown or not self.names():
             raise kdbench.ConfigError(f"teco: unknown corruptions {unknown} (known: {', '.join(KNOWN)})")
         if not 1 <= self.max_severity <= 5 or self.workers < 0:
-            raise kdbench.ConfigError(f"teco: max_severity must be in 1..5 and workers ≥ 0, got {self.max_severity}, {self.workers}")
+            raise kdbench.ConfigError(f"teco: max_severity must be in 1..5 and workers ≥ 0, "
+                                      f"got {self.max_severity}, {self.workers}")
         if importlib.util.find_spec("imagecorruptions") is None:
             raise kdbench.ConfigError("teco needs the imagecorruptions package: pip install imagecorruptions")
 
     def names(self) -> list:
-        return [name.strip() for name in self.corruptions.split(",") if name.strip()]
+        return [name.strip() for name in self.corruptions.split("+") if name.strip()]
 
     @torch.no_grad()
     def score(self, model, images, calibration):

@@ -7,16 +7,22 @@ import torch.nn.functional as F
 import kdbench
 from kdbench_plugins.distillers._features import common_size, matched_stages, pool_to, require_maps
 
+PAPER_SMALLEST_MAP = 8 * 8  # positions of the smallest attention map in the paper's experiments
+
 
 @dataclasses.dataclass
 class AT(kdbench.Distiller):
     """Attention Transfer (Zagoruyko & Komodakis, "Paying More Attention to Attention", ICLR 2017).
 
     The activation-based attention map of a stage is the channel mean of |A|^p, flattened and
-    L2-normalised (paper, §3.1, p = 2).  The loss (paper, eq. 2) is
-    L = CE(z_s, y) + β/2·Σ_stages mean((Q_s − Q_t)²),
-    β = 10³ "divided by the number of elements in the attention map and batch size" (§4.1):
-    the squared distance averaged over batch and positions, as in the authors' released code.
+    L2-normalised (p = 2).  The loss is
+    L = CE(z_s, y) + β/2·Σ_stages ‖Q_s − Q_t‖² / max(H·W, 64), β = 10³.
+    The paper divides β by the number of elements of the attention map and the batch size,
+    i.e. averages the squared distance over batch and positions, as the authors' released
+    code does, on maps of at least 8×8 (its smallest, on CIFAR).  Deviation: a map of fewer
+    positions is averaged as if it had 64.  The distance between two unit vectors does not
+    shrink with the map, so on 16-px digits the last 2×2 map would otherwise weigh 16 times
+    as much as any map β was tuned on, and training diverges.
 
     The paper pairs the outputs of the groups of two ResNets of equal depth.  For networks
     with different numbers of stages every stage of the shallower one is paired with the
@@ -53,7 +59,7 @@ class AT(kdbench.Distiller):
         for s, t in self.pairs:
             size = common_size(student.intermediates[s], teacher.intermediates[t])
             difference = self.attention(student.intermediates[s], size) - self.attention(teacher.intermediates[t], size)
-            transfer = transfer + difference.pow(2).mean()
+            transfer = transfer + difference.pow(2).sum(1).mean() / max(difference.shape[1], PAPER_SMALLEST_MAP)
         return F.cross_entropy(student.logits.float(), batch.labels) + self.beta / 2 * transfer
 
 

@@ -62,7 +62,7 @@ class CRD(kdbench.Distiller):
     ``embedding_dim`` = 128 and L2-normalised.  A student embedding and the teacher's memory
     entry of the same training sample are the positive pair; N = 16384 entries drawn from
     the teacher's memory bank are negatives, and symmetrically for a teacher embedding
-    against the student's bank.  The NCE critic of the paper (eq. 10-19),
+    against the student's bank.  The NCE critic of the paper,
     h = e^{s/τ} / (e^{s/τ} + N·Z), τ = 0.07, with Z the mean of e^{s/τ} over the first batch
     (as in the authors' code), gives per anchor
     −log h(positive) − Σ_negatives log(1 − h), i.e. softplus(c − s⁺/τ) + Σ softplus(s⁻/τ − c)

@@ -20,7 +20,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
 class DIST(kdbench.Distiller):
     """DIST (Huang, You, Wang, Qian & Xu, "Knowledge Distillation from A Stronger Teacher",
     NeurIPS 2022): the student's softened predictions Y_s = softmax(z_s/τ) need only be
-    linearly correlated with the teacher's, not equal to them (paper, §3):
+    linearly correlated with the teacher's, not equal to them:
 
     L = CE(z_s, y) + τ²·(β·L_inter + γ·L_intra), with
     L_inter = 1 − mean over samples of the Pearson correlation of the two prediction rows

@@ -28,7 +28,7 @@ class DKD(kdbench.Distiller):
 
     The KD loss splits into TCKD, the KL divergence of the binary (target, all others)
     probabilities, and NCKD, the KL divergence of the distributions over the non-target
-    classes; the paper weights them apart (eq. 2 → eq. 3):
+    classes: KD = TCKD + (1 − p_target)·NCKD.  The paper weights the two apart instead:
 
     L = CE(z_s, y) + w·T²·(α·TCKD + β·NCKD),
 

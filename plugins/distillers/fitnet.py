@@ -13,7 +13,7 @@ class FitNet(kdbench.Distiller):
     """FitNets (Romero, Ballas, Kahou, Chassang, Gatta & Bengio, "FitNets: Hints for Thin Deep
     Nets", ICLR 2015): the output of a middle stage of the student (the guided layer) is
     mapped by a convolutional regressor onto the teacher's middle stage (the hint), with the
-    L2 loss of the paper's eq. 3.
+    paper's L2 loss.
 
     The hint and the guided layer are the stages nearest to relative depth ``hint_depth``
     (the paper's middle, 0.5) in each network, so networks of different depths pair up.  The

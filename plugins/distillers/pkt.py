@@ -12,7 +12,7 @@ EPS = 1e-7
 
 def conditional_probabilities(x: torch.Tensor) -> torch.Tensor:
     """Row i: the probability of each sample of the batch as x_i's neighbour under the cosine
-    kernel K(a, b) = (cos(a, b) + 1) / 2 (paper, eq. 12), normalised over the row."""
+    kernel K(a, b) = (cos(a, b) + 1) / 2, normalised over the row."""
     unit = F.normalize(x, dim=1)
     kernel = (unit @ unit.T + 1) / 2
     return kernel / kernel.sum(1, keepdim=True)
@@ -25,7 +25,7 @@ class PKT(kdbench.Distiller):
 
     On the penultimate embeddings of a batch (any widths: the kernel needs no projector),
     the KL divergence of the teacher's conditional neighbour probabilities from the
-    student's (paper, eq. 10): L = CE(z_s, y) + β·mean_ij p_ij·log(p_ij / q_ij).
+    student's: L = CE(z_s, y) + β·mean_ij p_ij·log(p_ij / q_ij).
     As in the authors' released code the diagonal stays in the rows and the divergence is
     averaged over all B² pairs; β = 3·10⁴ and the cross-entropy term are the settings of
     Tian et al.'s benchmark (ICLR 2020), the paper training on the transfer loss alone.

@@ -9,7 +9,7 @@ from kdbench_plugins.distillers._features import embedding
 
 
 def distances(x: torch.Tensor) -> torch.Tensor:
-    """Pairwise Euclidean distances (B×B), divided by their mean over distinct pairs (paper, eq. 5)."""
+    """Pairwise Euclidean distances (B×B), divided by their mean over distinct pairs."""
     squared = (x.unsqueeze(0) - x.unsqueeze(1)).pow(2).sum(-1)
     off_diagonal = ~torch.eye(len(x), dtype=torch.bool, device=x.device)
     d = squared.clamp_min(1e-12).sqrt() * off_diagonal
@@ -17,7 +17,7 @@ def distances(x: torch.Tensor) -> torch.Tensor:
 
 
 def angles(x: torch.Tensor) -> torch.Tensor:
-    """cos ∠(x_i, x_j, x_k) for every triplet (B×B×B; paper, eq. 7): the cosine at vertex x_j
+    """cos ∠(x_i, x_j, x_k) for every triplet (B×B×B): the cosine at vertex x_j
     between the unit vectors towards x_i and towards x_k (0 where two points coincide)."""
     towards = F.normalize(x.unsqueeze(0) - x.unsqueeze(1), dim=2)  # towards[j, i] = unit(x_i − x_j)
     return towards @ towards.transpose(1, 2)

@@ -67,8 +67,8 @@ class SimKD(kdbench.Distiller):
 
     A projector (1×1–3×3–1×1 convolutional bottleneck with ``teacher channels / factor``
     hidden channels, factor 2 as in the paper) maps the student's last feature map onto the
-    teacher's; the only training loss is their mean squared error (paper, eq. 2: no
-    cross-entropy, no KD term).  The deployed model is the student's feature extractor, the
+    teacher's; the only training loss is their mean squared error (no cross-entropy, no KD
+    term).  The deployed model is the student's feature extractor, the
     projector and the teacher's frozen pooling and classifier (``deploy``).
 
     Where the two final maps differ in resolution, the larger is average-pooled to the

@@ -8,7 +8,7 @@ import kdbench
 
 
 def similarity(features: torch.Tensor) -> torch.Tensor:
-    """The row-normalised Gram matrix (B×B) of the batch's flattened activations (paper, eq. 2–3)."""
+    """The row-normalised Gram matrix (B×B) of the batch's flattened activations."""
     flat = features.flatten(1).float()
     return F.normalize(flat @ flat.T, dim=1)
 
@@ -19,7 +19,7 @@ class SP(kdbench.Distiller):
 
     Inputs that activate the teacher alike should activate the student alike: on the last
     feature maps of the batch (any shapes: the B×B matrices need no projector),
-    L = CE(z_s, y) + γ/B²·‖G_s − G_t‖_F² (paper, eq. 4), with γ = 3000, the paper's
+    L = CE(z_s, y) + γ/B²·‖G_s − G_t‖_F², with γ = 3000, the paper's
     value for CIFAR-10, applied at the end of the last stage as in the paper's experiments.
     """
 
