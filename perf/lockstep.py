@@ -3,7 +3,8 @@
 Distils N students of one teacher (every distiller × student architecture given) twice:
 once in lock-step through the harness's training loop, where each batch is augmented once
 and the teacher's forward pass runs once for all the students, and once as N separate runs
-of the same loop, one student each.  Prints both wall-clock times and their ratio.
+of the same loop, one student each.  The two modes alternate ``--repeats`` times; the best
+wall-clock (and CPU) time of each and their ratio are printed.
 
 The teacher is a freshly initialised network: its weights do not change the cost of a step.
 
@@ -32,6 +33,7 @@ def parse_args():
     parser.add_argument("--distillers", default="kd,dist,dkd,at", help="comma-separated distillers")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each mode; the best counts")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     return parser.parse_args()
 
@@ -41,8 +43,9 @@ def component(host, kind, text):
     return host.create(kind, entry.name, entry.kwargs)[1]
 
 
-def learners(host, args, info, teacher, probe) -> list[Learner]:
-    """A fresh student and distiller for every (distiller, student architecture), set up as the harness does."""
+def jobs(host, args, info, teacher, probe) -> list[tuple[Learner, bool]]:
+    """A fresh student and distiller for every (distiller, student architecture), set up as the
+    harness does: (its learner, whether its distiller reads the teacher)."""
     built = []
     for distiller_text in args.distillers.split(","):
         for student_text in args.students.split(","):
@@ -52,19 +55,21 @@ def learners(host, args, info, teacher, probe) -> list[Learner]:
             with torch.no_grad():
                 method.setup(teacher, student, teacher.eval().run(probe, method.needs), student.eval().run(probe, method.needs))
             method.parts.to(args.device).train()
-            built.append(Learner(student, method.loss, list(student.parameters()) + list(method.parts.parameters()),
-                                 method.needs))
+            learner = Learner(student, method.loss, list(student.parameters()) + list(method.parts.parameters()),
+                              method.needs)
+            built.append((learner, method.uses_teacher))
     return built
 
 
-def timed(run, device) -> float:
+def timed(run, device) -> tuple[float, float]:
+    """(wall-clock, CPU) seconds of ``run()``."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-    started = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     run()
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main():
@@ -76,18 +81,34 @@ def main():
     torch.manual_seed(0)
     teacher = component(host, "architecture", args.teacher).network(info).to(args.device).eval()
     probe = kdbench.to_float(data.train_images[:8])
-    schedule = kdbench.Schedule(epochs=args.epochs, batch_size=args.batch_size)
 
-    def train(group):
-        kdbench.train(group, data.train_images, data.train_labels, schedule, hflip=info.hflip, seed=0, teacher=teacher)
+    def train(group, epochs):
+        reads_teacher = any(uses_teacher for _, uses_teacher in group)
+        kdbench.train([learner for learner, _ in group], data.train_images, data.train_labels,
+                      kdbench.Schedule(epochs=epochs, batch_size=args.batch_size), hflip=info.hflip, seed=0,
+                      teacher=teacher if reads_teacher else None)
 
-    group = learners(host, args, info, teacher, probe)
-    lockstep = timed(lambda: train(group), args.device)
-    separate = timed(lambda: [train([learner]) for learner in learners(host, args, info, teacher, probe)], args.device)
-    n = len(group)
+    def lockstep():
+        train(jobs(host, args, info, teacher, probe), args.epochs)
+
+    def separate():
+        for job in jobs(host, args, info, teacher, probe):
+            train([job], args.epochs)
+
+    train(jobs(host, args, info, teacher, probe)[:1], 1)  # warm-up: allocator, kernels, thread pool
+    times = {"lock-step": [], "separate": []}
+    for _ in range(args.repeats):  # alternated, so that a change in the machine's load hits both
+        times["lock-step"].append(timed(lockstep, args.device))
+        times["separate"].append(timed(separate, args.device))
+    best = {mode: min(runs) for mode, runs in times.items()}
+    n = len(args.distillers.split(",")) * len(args.students.split(","))
     print(f"device {args.device}, {args.dataset} ({len(data.train_images)} images), teacher {args.teacher}, "
-          f"{n} students ({args.distillers} × {args.students}), {args.epochs} epochs, batch {args.batch_size}")
-    print(f"lock-step: {lockstep:.2f} s   separate: {separate:.2f} s   ratio separate/lock-step: {separate / lockstep:.2f}")
+          f"{n} students ({args.distillers} × {args.students}), {args.epochs} epochs, batch {args.batch_size}, "
+          f"best of {args.repeats}")
+    for mode, (wall, cpu) in best.items():
+        print(f"{mode:>10}: {wall:8.2f} s wall   {cpu:8.2f} s CPU")
+    print(f"ratio separate / lock-step: {best['separate'][0] / best['lock-step'][0]:.2f} (wall), "
+          f"{best['separate'][1] / best['lock-step'][1]:.2f} (CPU)")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_quick_meets_the_foundation_bars(quick):
 
 def test_values_are_fractions_and_rows_carry_provenance(quick):
     distillation, _ = quick
-    values = distillation[METRICS].stack()
+    values = distillation[METRICS].stack().dropna()
     assert ((values >= 0) & (values <= 1)).all()
     for column in ("teacher_seconds", "device", "kdbench_version", "torch_version", "spec_hash"):
         assert distillation[column].notna().all()
