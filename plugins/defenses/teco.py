@@ -67,7 +67,7 @@ class Teco(kdbench.InputDetector):
             raise kdbench.ConfigError(f"teco: max_severity must be in 1..5 and workers ≥ 0, "
                                       f"got {self.max_severity}, {self.workers}")
         if importlib.util.find_spec("imagecorruptions") is None:
-            raise kdbench.ConfigError("teco needs the imagecorruptions package: pip install "kdbench[teco]"")
+            raise kdbench.ConfigError('teco needs the imagecorruptions package: pip install "kdbench[teco]"')
 
     def names(self) -> list:
         return [name.strip() for name in self.corruptions.split("+") if name.strip()]
