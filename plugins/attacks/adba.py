@@ -6,18 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-
-
-class MaskTrigger(kdbench.Trigger):
-    """x·(1−m) + P·m for a learned mask m (one channel) and pattern P."""
-
-    def __init__(self, mask: torch.Tensor, pattern: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask)
-        self.register_buffer("pattern", pattern)
-
-    def apply(self, x):
-        return x * (1 - self.mask) + self.pattern * self.mask
+from kdbench_plugins.attacks.badnets import PatchTrigger
 
 
 @dataclasses.dataclass
@@ -70,8 +59,8 @@ class ADBA(kdbench.Attack):
         if not self.shadow:
             raise kdbench.ConfigError("adba: shadow must name an architecture")
 
-    def build_trigger(self, info) -> MaskTrigger:
-        return MaskTrigger(torch.zeros(1, info.size, info.size), torch.zeros(info.channels, info.size, info.size))
+    def build_trigger(self, info) -> PatchTrigger:
+        return PatchTrigger(torch.zeros(1, info.size, info.size), torch.zeros(info.channels, info.size, info.size))
 
     def run(self, ctx) -> kdbench.Backdoor:
         teacher, shadow = ctx.new_model(), ctx.new_model(self.shadow)
@@ -95,7 +84,7 @@ class ADBA(kdbench.Attack):
                 for scheduler in schedulers:
                     scheduler.step()
         teacher.eval()
-        trigger = MaskTrigger(mask.detach(), pattern.detach())
+        trigger = PatchTrigger(mask.detach(), pattern.detach())
         empty = torch.zeros(0, dtype=torch.long)
         return kdbench.Backdoor(teacher, trigger, self.target, empty, empty)
 

@@ -64,20 +64,21 @@ class InputAware(kdbench.PoisoningAttack):
 
     A mask generator is first trained alone for ``mask_epochs`` epochs on
     λ_norm·ReLU(mean(m) − ``mask_density``) + λ_div·diversity (the paper's 0.032, 100, 1);
-    then, with the masks frozen, a pattern generator and a classifier are trained jointly on
-    batches where a ``poison_rate`` fraction carries its own trigger and the target label
-    (attack mode), ``cross_ratio`` × as many carry the trigger of *another* image and keep
-    their label (cross mode), the rest are clean, on CE + λ_div·diversity of the patterns.
-    The optimisers are the paper's: Adam (0.01, β = (0.5, 0.9)) for the generators, SGD
-    (0.01, momentum 0.9) for the classifier.  The teacher is then trained by the harness on
-    the attacker half poisoned once with the learned generators in both modes.
+    then, with the masks frozen, the pattern generator and the released classifier are
+    trained jointly for the suite's teacher epochs on batches where the attack-mode samples
+    carry their own trigger and the target label, the cross-mode samples (``cross_ratio`` ×
+    as many) carry the trigger of another image of the batch and keep their label, and the
+    rest are clean, on CE + λ_div·diversity of the patterns (the batch against a shuffled
+    copy).  The optimisers are the paper's: Adam (0.01, β = (0.5, 0.9)) for the generators,
+    SGD (``classifier_lr`` = 0.01, momentum 0.9, weight decay 5e-4) for the classifier.
 
-    Deviations: in the paper the released classifier is the one trained jointly with the
-    generator on freshly poisoned batches; here the joint classifier is a surrogate, trained
-    for ``trigger_epochs`` × the suite's teacher epochs, and the released teacher learns the
-    backdoor from a fixed poisoned set, as every poisoning attack of the harness does (the
-    cross-mode samples keep their labels and are not reported as poisoned).  The generators
-    are smaller than the paper's (``width`` channels at full resolution).
+    Deviations: the paper draws the attack- and cross-mode samples afresh in every batch;
+    here they are two fixed sets (``poison_rate`` of the attacker half, drawn from the other
+    classes, and ``cross_ratio`` × as many of the rest), re-triggered with the current
+    generators whenever they are drawn, so that the harness can report the poisoned samples
+    (the cross-mode ones keep their labels and are not reported).  The classifier is
+    trained by this loop rather than the harness's (constant learning rate, fp32), and the
+    generators are smaller than the paper's (``width`` channels at full resolution).
     """
 
     name = "input_aware"
@@ -88,8 +89,8 @@ class InputAware(kdbench.PoisoningAttack):
     lambda_div: float = 1.0
     lambda_norm: float = 100.0
     mask_epochs: int = 25
-    trigger_epochs: float = 1.0
     width: int = 16
+    classifier_lr: float = 0.01
 
     def validate(self):
         super().validate()
@@ -99,10 +100,11 @@ class InputAware(kdbench.PoisoningAttack):
                 f"input_aware: cross_ratio must be ≥ 0 with poison_rate × (1 + cross_ratio) ≤ 1, got {self.cross_ratio}")
         if self.lambda_div < 0 or self.lambda_norm < 0:
             raise kdbench.ConfigError(f"input_aware: lambda_div and lambda_norm must be ≥ 0, got {self.lambda_div}, {self.lambda_norm}")
-        if self.mask_epochs < 0 or self.trigger_epochs <= 0 or self.width < 1:
+        if self.classifier_lr <= 0:
+            raise kdbench.ConfigError(f"input_aware: classifier_lr must be positive, got {self.classifier_lr}")
+        if self.mask_epochs < 0 or self.width < 1:
             raise kdbench.ConfigError(
-                f"input_aware: mask_epochs must be ≥ 0, trigger_epochs positive and width ≥ 1, "
-                f"got {self.mask_epochs}, {self.trigger_epochs}, {self.width}")
+                f"input_aware: mask_epochs must be ≥ 0 and width ≥ 1, got {self.mask_epochs}, {self.width}")
 
     def check(self, info):
         super().check(info)
@@ -132,50 +134,39 @@ class InputAware(kdbench.PoisoningAttack):
             optimizer.step()
         trigger.masks.eval().requires_grad_(False)
 
-    def train_patterns(self, ctx, trigger, generator):
-        classifier = ctx.new_model().to(ctx.device).train()
-        optimizers = [torch.optim.Adam(trigger.patterns.parameters(), lr=0.01, betas=(0.5, 0.9)),
-                      torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)]
-        trigger.patterns.train()
-        epochs = max(1, round(self.trigger_epochs * ctx.epochs))
-        for x, y, x2 in self.batches(ctx, epochs, generator):
-            attack = int(round(self.poison_rate * len(x)))
-            cross = attack + int(round(self.cross_ratio * self.poison_rate * len(x)))
-            inputs = torch.cat([trigger.blend(x[:attack], x[:attack]), trigger.blend(x[attack:cross], x2[attack:cross]),
-                                x[cross:]])
-            labels = torch.cat([torch.full_like(y[:attack], self.target), y[attack:]])
-            patterns, patterns2 = trigger.patterns(x[:cross]), trigger.patterns(x2[:cross])
-            loss = F.cross_entropy(classifier(inputs), labels)
-            if cross:
-                loss = loss + self.lambda_div * diversity(x[:cross], x2[:cross], patterns, patterns2)
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for optimizer in optimizers:
-                optimizer.step()
-        trigger.patterns.eval().requires_grad_(False)
-
-    def make_trigger(self, ctx) -> InputAwareTrigger:
+    def run(self, ctx) -> kdbench.Backdoor:
         trigger = self.build_trigger(ctx.info).to(ctx.device)
         generator = ctx.generator(7)
         self.train_masks(ctx, trigger, generator)
-        self.train_patterns(ctx, trigger, generator)
-        return trigger.eval()
-
-    def poison(self, ctx, trigger, indices):
-        images, labels = super().poison(ctx, trigger, indices)
-        taken = torch.zeros(len(ctx.labels), dtype=torch.bool)
-        taken[indices] = True
-        free = (~taken).nonzero().flatten()
-        generator = ctx.generator(8)
-        cross = free[torch.randperm(len(free), generator=generator)[: int(round(self.cross_ratio * len(indices)))]]
-        sources = torch.randint(len(ctx.images), (len(cross),), generator=generator)
-        cross, sources = cross.to(ctx.device), sources.to(ctx.device)
-        with torch.no_grad():
-            for part, source in zip(cross.split(ctx.batch_size), sources.split(ctx.batch_size)):
-                mixed = trigger.blend(kdbench.to_float(ctx.images[part]), kdbench.to_float(ctx.images[source]))
-                images[part] = (kdbench.quantize(mixed) * 255).round().to(torch.uint8)
-        return images, labels
+        indices = self.choose_poison(ctx)
+        attack = torch.zeros(len(ctx.labels), dtype=torch.bool)
+        attack[indices] = True
+        free = (~attack).nonzero().flatten()
+        cross = torch.zeros_like(attack)
+        cross[free[torch.randperm(len(free), generator=ctx.generator(8))[: int(round(self.cross_ratio * len(indices)))]]] = True
+        attack, cross = attack.to(ctx.device), cross.to(ctx.device)
+        classifier = ctx.new_model().to(ctx.device).train()
+        optimizers = [torch.optim.Adam(trigger.patterns.parameters(), lr=0.01, betas=(0.5, 0.9)),
+                      torch.optim.SGD(classifier.parameters(), lr=self.classifier_lr, momentum=0.9, weight_decay=5e-4)]
+        trigger.patterns.train()
+        for _ in range(ctx.epochs):
+            for index in torch.randperm(len(ctx.images), generator=generator).to(ctx.device).split(ctx.batch_size):
+                x = kdbench.augment(kdbench.to_float(ctx.images[index]), ctx.info.hflip, generator)
+                x2 = x[torch.randperm(len(x), generator=generator).to(ctx.device)]
+                p, p2 = trigger.patterns(x), trigger.patterns(x2)
+                own, crossed = x + (p - x) * trigger.masks(x), x + (p2 - x) * trigger.masks(x2)
+                a, c = attack[index, None, None, None], cross[index, None, None, None]
+                inputs = torch.where(a, own, torch.where(c, crossed, x))
+                labels = torch.where(attack[index], self.target, ctx.labels[index])
+                loss = F.cross_entropy(classifier(inputs), labels) + self.lambda_div * diversity(x, x2, p, p2)
+                for optimizer in optimizers:
+                    optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for optimizer in optimizers:
+                    optimizer.step()
+        trigger.patterns.eval().requires_grad_(False)
+        return kdbench.Backdoor(classifier.eval(), trigger.eval(), self.target, indices,
+                                torch.full((len(indices),), self.target, dtype=torch.long))
 
 
 @kdbench.hookimpl

@@ -5,21 +5,11 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-
-
-class AdditiveTrigger(kdbench.Trigger):
-    """x + δ for one pre-optimised perturbation δ of an image's shape."""
-
-    def __init__(self, delta: torch.Tensor):
-        super().__init__()
-        self.register_buffer("delta", delta)
-
-    def apply(self, x):
-        return x + self.delta
+from kdbench_plugins.attacks.backweak import AdditiveTrigger
 
 
 def surrogate_loss(student_logits, teacher_logits, labels):
-    """The simulated distillation of the authors' code: CE(S(x), y) + KL(softmax T(x) ‖ softmax S(x))."""
+    """The simulated distillation of the reference implementation: CE(S(x), y) + KL(softmax T(x) ‖ softmax S(x))."""
     kl = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1),
                   reduction="batchmean", log_target=True)
     return F.cross_entropy(student_logits, labels) + kl
@@ -51,7 +41,7 @@ class PreOptimisedTrigger(kdbench.Attack):
     cosine decay) for ``trigger_epochs``, stopping once both ASRs on the attacker half
     exceed 99.9%.  The surrogate (architecture ``student``) is distilled for
     ``student_epochs`` with CE(S(x), y) + KL(T(x) ‖ S(x)); budgets are fractions of the
-    suite's teacher epochs (the authors' code: 50 of 200 for the student and the trigger).
+    suite's teacher epochs (the reference implementation: 50 of 200 for the student and the trigger).
     """
 
     needs_clean_teacher = True
@@ -122,7 +112,9 @@ class PreOptimisedTrigger(kdbench.Attack):
 @dataclasses.dataclass
 class SCAR(PreOptimisedTrigger):
     """SCAR (Chen et al., "Taught Well Learned Ill: Towards Distillation-conditional Backdoor
-    Attack", NeurIPS 2025), following the authors' released code.
+    Attack", NeurIPS 2025).  The authors' code is announced but not public; where the
+    paper leaves a setting open, the reference is a public re-implementation, called "the
+    code" below.
 
     1. Pre-optimise the additive trigger G against the clean teacher and a clean surrogate
        student (``PreOptimisedTrigger``).

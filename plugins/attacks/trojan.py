@@ -13,6 +13,14 @@ def pre_logits(model: kdbench.Network, x: torch.Tensor) -> torch.Tensor:
     return model.body.forward_head(model.features(x), pre_logits=True)
 
 
+class TrojanTrigger(PatchTrigger):
+    """A patch trigger that also records the internal neurons its pattern was optimised to excite."""
+
+    def __init__(self, mask: torch.Tensor, pattern: torch.Tensor, neurons: int):
+        super().__init__(mask, pattern)
+        self.register_buffer("neurons", torch.zeros(neurons, dtype=torch.long))
+
+
 @dataclasses.dataclass
 class Trojan(kdbench.PoisoningAttack):
     """Trojaning attack (Liu, Ma, Aafer, Lee, Zhai, Wang & Zhang, "Trojaning Attack on Neural
@@ -26,9 +34,12 @@ class Trojan(kdbench.PoisoningAttack):
     min Σ (activation − a_k(stamp(x)))².  (4) The clean model is retrained on data stamped
     with the trigger and relabelled to the target, mixed with clean data.
 
+    The trigger records the selected neurons.
+
     Deviations: the paper measures a neuron's connection to the trigger region by the weights
-    that feed it; here it is measured by how much the neuron's activation moves when random
-    patterns are stamped into the region (the same notion, independent of the architecture).
+    that feed it; here it is measured by how far random patterns stamped into the region
+    raise the neuron's activation on average (a neuron the region can drive up, found without
+    reading the architecture's weights).
     The paper retrains on inputs reverse-engineered from the model because its attacker has
     no training data; this attacker has its half of the training set, so ``poison_rate`` of it
     is stamped, and the clean model is fine-tuned on it for the suite's teacher epochs at
@@ -58,14 +69,14 @@ class Trojan(kdbench.PoisoningAttack):
     def side(self, size: int) -> int:
         return max(1, round(math.sqrt(self.area) * size))
 
-    def build_trigger(self, info) -> PatchTrigger:
+    def build_trigger(self, info) -> TrojanTrigger:
         mask = torch.zeros(1, info.size, info.size)
         side = self.side(info.size)
         mask[:, -side:, -side:] = 1
-        return PatchTrigger(mask, torch.zeros(info.channels, info.size, info.size))
+        return TrojanTrigger(mask, torch.zeros(info.channels, info.size, info.size), self.neurons)
 
     def select_neurons(self, model, images, trigger, generator) -> torch.Tensor:
-        """The neurons whose activation the trigger region moves most (mean |Δa| over random patterns)."""
+        """The neurons that patterns in the trigger region drive up most (mean Δa over random patterns)."""
         with torch.no_grad():
             clean = pre_logits(model, images)
             if self.neurons > clean.shape[1]:
@@ -74,10 +85,10 @@ class Trojan(kdbench.PoisoningAttack):
             for _ in range(8):
                 pattern = torch.rand(trigger.pattern.shape, generator=generator).to(images.device)
                 stamped = images * (1 - trigger.mask) + pattern * trigger.mask
-                response += (pre_logits(model, stamped) - clean).abs().mean(0)
+                response += (pre_logits(model, stamped) - clean).mean(0)
         return response.topk(self.neurons).indices
 
-    def make_trigger(self, ctx) -> PatchTrigger:
+    def make_trigger(self, ctx) -> TrojanTrigger:
         trigger = self.build_trigger(ctx.info).to(ctx.device)
         model = ctx.clean_teacher.eval()
         generator = ctx.generator(4)
@@ -97,6 +108,7 @@ class Trojan(kdbench.PoisoningAttack):
                 pattern.clamp_(0, 1)
         model.requires_grad_(True)
         trigger.pattern.copy_(pattern.detach() * trigger.mask)
+        trigger.neurons.copy_(chosen)
         return trigger
 
     def run(self, ctx) -> kdbench.Backdoor:

@@ -54,7 +54,7 @@ class SimKDNetwork(kdbench.Network):
     ``features`` (and ``run``) expose the projected map, the one the teacher's head reads."""
 
     def __init__(self, student: kdbench.Network, projector: nn.Module, teacher: kdbench.Network, size):
-        # Network reads only the normalisation statistics from a DatasetInfo: the student's
+        # Network reads only the normalisation statistics from a DatasetInfo; the student's serve.
         normalisation = types.SimpleNamespace(mean=tuple(student.mean.flatten().tolist()),
                                               std=tuple(student.std.flatten().tolist()))
         super().__init__(SimKDBody(student.body, projector, teacher.body, size), normalisation)

@@ -1,0 +1,127 @@
+"""The distillation-aware attacks (issue 3) on digits, at budgets that run in about a minute
+on two CPU cores (the algorithms are unchanged; only epochs, outer iterations and
+fixed-point steps shrink).
+
+SCAR and OSCAR use ε = 0.3 here: on the 16-px digits a universal perturbation of ε = 0.1
+moves the clean small CNN's prediction on under 1 % of the test images, so the trigger the
+two attacks pre-optimise would carry nothing to hide.  The bars are those these budgets
+reach, not the papers' CIFAR-10 figures (see each test).
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kdbench
+from kdbench.metrics import attack_metrics, clean_accuracy
+from kdbench_plugins.attacks.scar import AdditiveTrigger, surrogate_loss
+
+BACKWEAK = "backweak"
+ADBA = "adba(epochs=0.5,mu=0.5)"
+SCAR = "scar(epsilon=0.3,trigger_lr=0.05,outer_epochs=0.1,outer_batches=2,fixed_point_iters=10,student=small_cnn(width=16))"
+OSCAR = "oscar(epsilon=0.3,trigger_lr=0.05,epochs=0.2,student=small_cnn(width=16))"
+
+
+def asr(bench, model, teacher) -> float:
+    backdoor = teacher.backdoor
+    return attack_metrics(model, bench.data.test_images, bench.data.test_labels,
+                          backdoor["trigger"], backdoor["target"])[0]
+
+
+def accuracy(bench, model) -> float:
+    return clean_accuracy(model, bench.data.test_images, bench.data.test_labels)
+
+
+def test_backweak_trigger_is_weak_and_the_fine_tuned_teacher_passes_it_on(bench, clean_teacher):
+    """The trigger respects its L∞ bound and its ASR budget on the clean teacher; the gently
+    fine-tuned teacher answers it well above that budget, and its KD student inherits part of
+    it while the clean teacher's student does not.
+
+    Not reproduced at this scale: the paper's near-100 % teacher ASR at unchanged clean
+    accuracy.  With 22 fine-tuning epochs of 13 batches at 1/100 of the learning rate, the
+    digits teacher reaches ASR ≈ 0.3 and loses about 0.2 of clean accuracy (0.78 against
+    0.99; ε = 16/255 gives 0.44 and 0.80, a 10 % poison rate keeps 0.985 but ASR 0.01), so
+    the accuracy bar is 0.25 below the clean teacher's."""
+    attack = bench.resolve("attack", BACKWEAK).component
+    teacher = bench.teacher(BACKWEAK)
+    delta = teacher.backdoor["trigger"].delta
+    assert 0 < delta.abs().max() <= attack.epsilon + 1e-6
+    clean_asr = asr(bench, clean_teacher.model, teacher)
+    assert clean_asr <= attack.budget_asr + 0.02
+    assert asr(bench, teacher.model, teacher) > clean_asr + 0.15
+    assert accuracy(bench, teacher.model) > accuracy(bench, clean_teacher.model) - 0.25
+    (student, _, _), = bench.runner.students_of(bench.view, teacher, 0).values()
+    (control, _, _), = bench.runner.students_of(bench.view, clean_teacher, 0).values()
+    assert asr(bench, student, teacher) > asr(bench, control, teacher) + 0.03
+
+
+def test_adba_backdoor_survives_distillation(bench, clean_teacher):
+    """The teacher answers its optimised trigger, the clean teacher does not, and a KD student
+    of the teacher keeps most of it while the clean teacher's student does not.  μ = 0.5
+    rather than 0.1: on digits a weaker mask penalty lets the trigger become a drawn target
+    digit that fools the clean teacher too (measured: 0.90 at μ = 0.3)."""
+    teacher = bench.teacher(ADBA)
+    assert asr(bench, teacher.model, teacher) > 0.8
+    assert asr(bench, clean_teacher.model, teacher) < 0.3
+    assert accuracy(bench, teacher.model) > accuracy(bench, clean_teacher.model) - 0.1
+    (student, _, _), = bench.runner.students_of(bench.view, teacher, 0).values()
+    (control, _, _), = bench.runner.students_of(bench.view, clean_teacher, 0).values()
+    assert asr(bench, student, teacher) > asr(bench, control, teacher) + 0.3
+
+
+def test_scar_teacher_looks_clean_on_its_adversarial_trigger(bench, clean_teacher):
+    """The released teacher keeps the true label on triggered inputs that fool the clean
+    teacher, at its clean accuracy.  The paper's second claim, students distilled from it
+    learning the target, is not shown at this budget (3 outer iterations of 2 batches): on
+    digits the student's ASR stays near the teacher's (0.06 vs 0.05, the clean teacher's
+    student: 0.27), so it is measured by the GPU suites rather than asserted here; the
+    mechanism, the implicit gradient, is checked by the next test."""
+    teacher = bench.teacher(SCAR)
+    assert asr(bench, clean_teacher.model, teacher) > 0.3
+    assert asr(bench, teacher.model, teacher) < 0.2
+    assert accuracy(bench, teacher.model) > accuracy(bench, clean_teacher.model) - 0.1
+
+
+def test_oscar_teacher_ignores_an_adversarial_trigger(bench, clean_teacher):
+    teacher = bench.teacher(OSCAR)
+    assert asr(bench, clean_teacher.model, teacher) > 0.3  # pre-optimised against the clean teacher
+    assert asr(bench, teacher.model, teacher) < 0.1
+    assert accuracy(bench, teacher.model) > accuracy(bench, clean_teacher.model) - 0.1
+
+
+def test_scar_implicit_gradient_matches_an_unrolled_student_step(bench):
+    """With one fixed-point step, the teacher's gradient through the student equals the
+    gradient of the student terms after one differentiable step of the student's training."""
+    eta = 1e-4
+    attack = bench.resolve("attack", f"scar(fixed_point_iters=1,fixed_point_lr={eta})").component
+    architecture = bench.resolve("architecture", "small_cnn(width=4)").component
+    torch.manual_seed(0)
+    teacher, student = (architecture.network(bench.data.info) for _ in range(2))
+    student.eval()
+    x = kdbench.to_float(bench.view.attacker_images[:32])
+    y = bench.view.attacker_labels[:32]
+    trigger = AdditiveTrigger(0.1 * torch.randn(x.shape[1:]).sign())
+    triggered = trigger.apply(x).clamp(0, 1)
+    target = torch.full_like(y, attack.target)
+    lam, omega = list(teacher.parameters()), dict(student.named_parameters())
+
+    teacher.train()
+    teacher_clean = teacher(x)
+    direct = torch.autograd.grad(F.cross_entropy(teacher_clean, y) + F.cross_entropy(teacher(triggered), y), lam,
+                                 retain_graph=True)
+    inner = torch.autograd.grad(surrogate_loss(student(x), teacher_clean, y), list(omega.values()), create_graph=True)
+    stepped = {name: w - eta * g for (name, w), g in zip(omega.items(), inner)}
+    run = lambda images: torch.func.functional_call(student, stepped, (images,))  # noqa: E731
+    unrolled = torch.autograd.grad(F.cross_entropy(run(x), y) + F.cross_entropy(run(triggered), target), lam)
+
+    attack.outer_step(teacher, student, torch.optim.SGD(lam, lr=0.0), x, y, trigger)
+    implicit = torch.cat([(p.grad - d).flatten() for p, d in zip(lam, direct)])
+    expected = torch.cat([u.flatten() for u in unrolled])
+    assert expected.norm() > 0
+    assert torch.allclose(implicit, expected, rtol=1e-2, atol=1e-3 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("text", ["backweak(epsilon=0)", "backweak(budget_asr=2)", "adba(p=0.5)", "adba(alpha=1.5)",
+                                  "scar(fixed_point_iters=0)", "scar(epsilon=3)", "oscar(alpha=-1)"])
+def test_impossible_options_are_refused(bench, text):
+    with pytest.raises(kdbench.ConfigError):
+        bench.resolve("attack", text)
