@@ -1,10 +1,12 @@
 """Activation clustering: a poisoned label's activations split into two well-separated clusters."""
 import dataclasses
+import warnings
 
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 import kdbench
@@ -57,7 +59,9 @@ class ActivationClustering(kdbench.TrainingDataDetector):
 
     def _suspicion(self, activations):
         dims = min(self.dims, *activations.shape)
-        reduced = REDUCTIONS[self.reduction](n_components=dims, random_state=self.seed).fit_transform(activations)
+        with warnings.catch_warnings():  # ICA's components serve as a projection even when not fully converged
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            reduced = REDUCTIONS[self.reduction](n_components=dims, random_state=self.seed).fit_transform(activations)
         clusters = KMeans(n_clusters=2, n_init=10, random_state=self.seed).fit_predict(reduced)
         if len(np.unique(clusters)) < 2:
             return np.zeros(len(activations))
