@@ -243,6 +243,7 @@ class Runner:
                                 epochs=self.budget["teacher_epochs"], batch_size=self.budget["batch_size"],
                                 device=self.device, seed=seed,
                                 clean_teacher=copy.deepcopy(clean.model) if needs_clean else None)
+            torch.manual_seed(seed)  # attacks that draw from the global generator repeat themselves
             backdoor = attack.component.run(ctx)
             tensors = {**prefixed("model", backdoor.teacher.state_dict()),
                        **prefixed("trigger", backdoor.trigger.state_dict()),

@@ -49,7 +49,9 @@ class InputAwareTrigger(kdbench.Trigger):
 
 
 def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).pow(2).flatten(1).mean(1).sqrt()
+    """Root-mean-square difference per sample; the 1e-12 keeps the square root's gradient
+    finite when a sample is paired with itself."""
+    return ((a - b).pow(2).flatten(1).mean(1) + 1e-12).sqrt()
 
 
 def diversity(x, x2, out, out2) -> torch.Tensor:
