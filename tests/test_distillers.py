@@ -69,6 +69,15 @@ def test_none_is_cross_entropy(bench):
     assert not bench.resolve("distiller", "none").registration.cls.uses_teacher
 
 
+def test_kd_is_softened_kl_plus_cross_entropy(bench):
+    """Student logits (0, 0), teacher (2, 0), T = 2, α = 0.5, label 0:
+    0.5·T²·KL(softmax(1, 0) ‖ (½, ½)) + 0.5·log 2."""
+    p = math.e / (math.e + 1)
+    kl = p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p))
+    loss = method(bench, "kd(temperature=2,alpha=0.5)").loss(outputs([[0.0, 0.0]]), outputs([[2.0, 0.0]]), batch_of([0]))
+    assert loss.item() == pytest.approx(0.5 * 4 * kl + 0.5 * math.log(2), rel=1e-6)
+
+
 def test_dist_correlations(bench):
     student, labels = [[1.0, 0.0], [0.0, 1.0]], [0, 1]
     dist = method(bench, "dist")
