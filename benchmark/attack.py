@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .component import Component, check_range
-from .data import DatasetInfo, quantize, to_float
+from .data import DatasetInfo, augment, batches, quantize, to_float
 from .network import Network
 
 
@@ -65,6 +65,12 @@ class AttackContext:
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the cell's seed, for reproducible choices."""
         return torch.Generator().manual_seed(self.seed * 7919 + offset)
+
+    def batches(self, generator: torch.Generator, limit: int | None = None):
+        """(indices, augmented float images, labels) for each batch of one shuffled pass over
+        the attacker half (its first ``limit`` batches), for attacks with their own loops."""
+        for index in batches(len(self.images), self.batch_size, True, generator, self.device)[:limit]:
+            yield index, augment(to_float(self.images[index]), self.info.hflip, generator), self.labels[index]
 
 
 @dataclasses.dataclass

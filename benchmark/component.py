@@ -73,3 +73,10 @@ def check_range(owner: str, option: str, value: float, low: float, high: float):
     """One-line ConfigError unless ``low <= value <= high``."""
     if not low <= value <= high:
         raise ConfigError(f"{owner}: {option} must be in [{low}, {high}], got {value}")
+
+
+def check_positive(component: Component, *options: str):
+    """One-line ConfigError unless each named option of ``component`` is above zero."""
+    for option in options:
+        if getattr(component, option) <= 0:
+            raise ConfigError(f"{component.name}: {option} must be positive, got {getattr(component, option)}")

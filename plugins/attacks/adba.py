@@ -53,9 +53,7 @@ class ADBA(kdbench.Attack):
                 raise kdbench.ConfigError(f"adba: {option} must be ≥ 0, got {getattr(self, option)}")
         if self.p < 1:
             raise kdbench.ConfigError(f"adba: p must be ≥ 1 (a norm), got {self.p}")
-        for option in ("temperature", "lr", "trigger_lr", "epochs"):
-            if getattr(self, option) <= 0:
-                raise kdbench.ConfigError(f"adba: {option} must be positive, got {getattr(self, option)}")
+        kdbench.check_positive(self, "temperature", "lr", "trigger_lr", "epochs")
         if not self.shadow:
             raise kdbench.ConfigError("adba: shadow must name an architecture")
 
@@ -74,9 +72,7 @@ class ADBA(kdbench.Attack):
         schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) for optimizer in optimizers]
         trigger_optimizer = torch.optim.Adam([mask, pattern], lr=self.trigger_lr)
         for _ in range(epochs):
-            for index in torch.randperm(len(ctx.images), generator=generator).to(ctx.device).split(ctx.batch_size):
-                x = kdbench.augment(kdbench.to_float(ctx.images[index]), ctx.info.hflip, generator)
-                y = ctx.labels[index]
+            for _, x, y in ctx.batches(generator):
                 target = torch.full_like(y, self.target)
                 self._teacher_step(teacher, optimizers[0], x, y, target, mask.detach(), pattern.detach())
                 self._shadow_step(teacher, shadow, optimizers[1], x, y)

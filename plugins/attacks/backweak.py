@@ -70,9 +70,7 @@ class BackWeak(kdbench.PoisoningAttack):
         for option in ("margin_weight", "margin"):
             if getattr(self, option) < 0:
                 raise kdbench.ConfigError(f"backweak: {option} must be ≥ 0, got {getattr(self, option)}")
-        for option in ("trigger_lr", "trigger_epochs", "finetune_epochs", "finetune_lr_scale"):
-            if getattr(self, option) <= 0:
-                raise kdbench.ConfigError(f"backweak: {option} must be positive, got {getattr(self, option)}")
+        kdbench.check_positive(self, "trigger_lr", "trigger_epochs", "finetune_epochs", "finetune_lr_scale")
 
     def build_trigger(self, info) -> AdditiveTrigger:
         return AdditiveTrigger(torch.zeros(info.channels, info.size, info.size))
@@ -90,9 +88,7 @@ class BackWeak(kdbench.PoisoningAttack):
         asr = 0.0
         for _ in range(epochs):
             hits, candidates = 0, 0
-            for index in torch.randperm(len(ctx.images), generator=generator).to(ctx.device).split(ctx.batch_size):
-                x = kdbench.augment(kdbench.to_float(ctx.images[index]), ctx.info.hflip, generator)
-                y = ctx.labels[index]
+            for _, x, y in ctx.batches(generator):
                 triggered = teacher((x + delta).clamp(0, 1))
                 predicted = triggered.argmax(1)
                 flipped = predicted != y

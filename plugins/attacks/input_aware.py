@@ -102,8 +102,7 @@ class InputAware(kdbench.PoisoningAttack):
                 f"input_aware: cross_ratio must be ≥ 0 with poison_rate × (1 + cross_ratio) ≤ 1, got {self.cross_ratio}")
         if self.lambda_div < 0 or self.lambda_norm < 0:
             raise kdbench.ConfigError(f"input_aware: lambda_div and lambda_norm must be ≥ 0, got {self.lambda_div}, {self.lambda_norm}")
-        if self.classifier_lr <= 0:
-            raise kdbench.ConfigError(f"input_aware: classifier_lr must be positive, got {self.classifier_lr}")
+        kdbench.check_positive(self, "classifier_lr")
         if self.mask_epochs < 0 or self.width < 1:
             raise kdbench.ConfigError(
                 f"input_aware: mask_epochs must be ≥ 0 and width ≥ 1, got {self.mask_epochs}, {self.width}")
@@ -116,24 +115,18 @@ class InputAware(kdbench.PoisoningAttack):
     def build_trigger(self, info) -> InputAwareTrigger:
         return InputAwareTrigger(info.channels, self.width)
 
-    def batches(self, ctx, epochs: int, generator):
-        """(augmented images, labels, images of a shuffled partner) for each batch of each epoch."""
-        for _ in range(epochs):
-            for index in torch.randperm(len(ctx.images), generator=generator).to(ctx.device).split(ctx.batch_size):
-                x = kdbench.augment(kdbench.to_float(ctx.images[index]), ctx.info.hflip, generator)
-                partner = torch.randperm(len(x), generator=generator).to(ctx.device)
-                yield x, ctx.labels[index], x[partner]
-
     def train_masks(self, ctx, trigger, generator):
         optimizer = torch.optim.Adam(trigger.masks.parameters(), lr=0.01, betas=(0.5, 0.9))
         trigger.masks.train()
-        for x, _, x2 in self.batches(ctx, self.mask_epochs, generator):
-            m, m2 = trigger.masks(x), trigger.masks(x2)
-            norm = F.relu(m.flatten(1).mean(1) - self.mask_density).mean()
-            loss = self.lambda_norm * norm + self.lambda_div * diversity(x, x2, m, m2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        for _ in range(self.mask_epochs):
+            for _, x, _ in ctx.batches(generator):
+                x2 = x[torch.randperm(len(x), generator=generator).to(ctx.device)]
+                m, m2 = trigger.masks(x), trigger.masks(x2)
+                norm = F.relu(m.flatten(1).mean(1) - self.mask_density).mean()
+                loss = self.lambda_norm * norm + self.lambda_div * diversity(x, x2, m, m2)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
         trigger.masks.eval().requires_grad_(False)
 
     def run(self, ctx) -> kdbench.Backdoor:
@@ -152,8 +145,7 @@ class InputAware(kdbench.PoisoningAttack):
                       torch.optim.SGD(classifier.parameters(), lr=self.classifier_lr, momentum=0.9, weight_decay=5e-4)]
         trigger.patterns.train()
         for _ in range(ctx.epochs):
-            for index in torch.randperm(len(ctx.images), generator=generator).to(ctx.device).split(ctx.batch_size):
-                x = kdbench.augment(kdbench.to_float(ctx.images[index]), ctx.info.hflip, generator)
+            for index, x, _ in ctx.batches(generator):
                 x2 = x[torch.randperm(len(x), generator=generator).to(ctx.device)]
                 p, p2 = trigger.patterns(x), trigger.patterns(x2)
                 own, crossed = x + (p - x) * trigger.masks(x), x + (p2 - x) * trigger.masks(x2)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.attacks.scar import PreOptimisedTrigger, budget, check_positive, training_batches
+from kdbench_plugins.attacks.scar import PreOptimisedTrigger, budget
 
 
 @dataclasses.dataclass
@@ -33,7 +33,7 @@ class OSCAR(PreOptimisedTrigger):
 
     def validate(self):
         super().validate()
-        check_positive(self, "epochs")
+        kdbench.check_positive(self, "epochs")
         if self.alpha < 0:
             raise kdbench.ConfigError(f"oscar: alpha must be ≥ 0, got {self.alpha}")
 
@@ -46,7 +46,7 @@ class OSCAR(PreOptimisedTrigger):
         generator = ctx.generator(7)
         teacher.train()
         for _ in range(epochs):
-            for x, y in training_batches(ctx, generator):
+            for _, x, y in ctx.batches(generator):
                 loss = F.cross_entropy(teacher(x), y) + self.alpha * F.cross_entropy(teacher(trigger.apply(x).clamp(0, 1)), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

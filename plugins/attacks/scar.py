@@ -15,22 +15,9 @@ def surrogate_loss(student_logits, teacher_logits, labels):
     return F.cross_entropy(student_logits, labels) + kl
 
 
-def training_batches(ctx, generator, limit=None):
-    """Augmented (images, labels) batches of one shuffled pass over the attacker half."""
-    order = torch.randperm(len(ctx.images), generator=generator).to(ctx.device).split(ctx.batch_size)
-    for index in order[:limit]:
-        yield kdbench.augment(kdbench.to_float(ctx.images[index]), ctx.info.hflip, generator), ctx.labels[index]
-
-
 def budget(fraction: float, ctx) -> int:
     """A number of epochs given as a fraction of the suite's teacher epochs (at least one)."""
     return max(1, round(fraction * ctx.epochs))
-
-
-def check_positive(attack, *options):
-    for option in options:
-        if getattr(attack, option) <= 0:
-            raise kdbench.ConfigError(f"{attack.name}: {option} must be positive, got {getattr(attack, option)}")
 
 
 @dataclasses.dataclass
@@ -56,7 +43,7 @@ class PreOptimisedTrigger(kdbench.Attack):
 
     def validate(self):
         kdbench.check_range(self.name, "epsilon", self.epsilon, 1 / 255, 1.0)
-        check_positive(self, "student_lr", "student_epochs", "trigger_lr", "trigger_epochs", "teacher_lr")
+        kdbench.check_positive(self, "student_lr", "student_epochs", "trigger_lr", "trigger_epochs", "teacher_lr")
         if not self.student:
             raise kdbench.ConfigError(f"{self.name}: student must name an architecture")
 
@@ -90,7 +77,7 @@ class PreOptimisedTrigger(kdbench.Attack):
         generator = ctx.generator(5)
         victims = ctx.images[ctx.labels != self.target]
         for _ in range(epochs):
-            for x, y in training_batches(ctx, generator):
+            for _, x, y in ctx.batches(generator):
                 triggered = (x + delta).clamp(0, 1)
                 target = torch.full_like(y, self.target)
                 loss = sum(F.cross_entropy(model(triggered), target) for model in models)
@@ -154,7 +141,7 @@ class SCAR(PreOptimisedTrigger):
 
     def validate(self):
         super().validate()
-        check_positive(self, "outer_epochs", "inner_epochs", "outer_batches", "fixed_point_iters", "fixed_point_lr")
+        kdbench.check_positive(self, "outer_epochs", "inner_epochs", "outer_batches", "fixed_point_iters", "fixed_point_lr")
         if self.tolerance < 0:
             raise kdbench.ConfigError(f"{self.name}: tolerance must be ≥ 0, got {self.tolerance}")
 
@@ -167,7 +154,7 @@ class SCAR(PreOptimisedTrigger):
         generator = ctx.generator(6)
         for epoch in range(outer_epochs):
             student = self.distill(ctx, teacher.eval(), budget(self.inner_epochs, ctx), offset=100 + epoch)
-            for x, y in training_batches(ctx, generator, self.outer_batches):
+            for _, x, y in ctx.batches(generator, self.outer_batches):
                 self.outer_step(teacher, student, optimizer, x, y, trigger)
             scheduler.step()
         empty = torch.zeros(0, dtype=torch.long)

@@ -57,8 +57,7 @@ class WaNet(kdbench.PoisoningAttack):
         super().validate()
         if self.grid_size < 2:
             raise kdbench.ConfigError(f"wanet: grid_size must be ≥ 2, got {self.grid_size}")
-        if self.strength <= 0:
-            raise kdbench.ConfigError(f"wanet: strength must be positive, got {self.strength}")
+        kdbench.check_positive(self, "strength")
         if self.cross_ratio < 0 or self.poison_rate * (1 + self.cross_ratio) > 1:
             raise kdbench.ConfigError(
                 f"wanet: cross_ratio must be ≥ 0 with poison_rate × (1 + cross_ratio) ≤ 1, got {self.cross_ratio}")

@@ -41,8 +41,7 @@ class AT(kdbench.Distiller):
     def validate(self):
         if self.beta < 0:
             raise kdbench.ConfigError(f"at: beta must be non-negative, got {self.beta}")
-        if self.p <= 0:
-            raise kdbench.ConfigError(f"at: p must be positive, got {self.p}")
+        kdbench.check_positive(self, "p")
 
     def setup(self, teacher, student, teacher_probe, student_probe):
         self.pairs = matched_stages(len(student_probe.intermediates), len(teacher_probe.intermediates))

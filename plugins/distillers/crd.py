@@ -89,8 +89,7 @@ class CRD(kdbench.Distiller):
         if self.embedding_dim < 1 or self.negatives < 1:
             raise kdbench.ConfigError(
                 f"crd: embedding_dim and negatives must be positive, got {self.embedding_dim}, {self.negatives}")
-        if self.temperature <= 0:
-            raise kdbench.ConfigError(f"crd: temperature must be positive, got {self.temperature}")
+        kdbench.check_positive(self, "temperature")
         kdbench.check_range(self.name, "momentum", self.momentum, 0.0, 1.0)
 
     def setup(self, teacher, student, teacher_probe, student_probe):

@@ -39,8 +39,7 @@ class DIST(kdbench.Distiller):
     gamma: float = 1.0
 
     def validate(self):
-        if self.temperature <= 0:
-            raise kdbench.ConfigError(f"dist: temperature must be positive, got {self.temperature}")
+        kdbench.check_positive(self, "temperature")
         if self.beta < 0 or self.gamma < 0:
             raise kdbench.ConfigError(f"dist: beta and gamma must be non-negative, got {self.beta}, {self.gamma}")
 

@@ -46,8 +46,7 @@ class DKD(kdbench.Distiller):
     warmup: float = PAPER_WARMUP
 
     def validate(self):
-        if self.temperature <= 0:
-            raise kdbench.ConfigError(f"dkd: temperature must be positive, got {self.temperature}")
+        kdbench.check_positive(self, "temperature")
         if self.alpha < 0 or self.beta < 0:
             raise kdbench.ConfigError(f"dkd: alpha and beta must be non-negative, got {self.alpha}, {self.beta}")
         kdbench.check_range(self.name, "warmup", self.warmup, 0.0, 1.0)

@@ -20,8 +20,7 @@ class KD(kdbench.Distiller):
 
     def validate(self):
         kdbench.check_range(self.name, "alpha", self.alpha, 0.0, 1.0)
-        if self.temperature <= 0:
-            raise kdbench.ConfigError(f"kd: temperature must be positive, got {self.temperature}")
+        kdbench.check_positive(self, "temperature")
 
     def loss(self, student, teacher, batch):
         t = self.temperature
