@@ -111,20 +111,31 @@ class SCAR(PreOptimisedTrigger):
        teacher (Adam, ``teacher_lr``, cosine decay) on the outer loss
        L_out = CE(T(x), y) + CE(T(G(x)), y) + CE(S(x), y) + CE(S(G(x)), t).  The student
        terms reach the teacher through the implicit gradient of the student's training:
-       with F(ω, λ) = ω − η∇_ω L_in (η = ``fixed_point_lr``), v is iterated as
-       v ← (∂F/∂ω)ᵀv + ∂L_out/∂ω (Hessian-vector products) for at most
-       ``fixed_point_iters`` steps, stopping once ‖Δv‖ < ``tolerance``, and the teacher
-       receives ∂L_out/∂λ + (∂F/∂λ)ᵀv.
+       with F(ω, λ) = ω − η∇_ω L_in, v is iterated as v ← (∂F/∂ω)ᵀv + ∂L_out/∂ω
+       (Hessian-vector products) for at most ``fixed_point_iters`` steps, stopping once
+       ‖Δv‖ < ``tolerance``, and the teacher receives ∂L_out/∂λ + (∂F/∂λ)ᵀv.
+
+    The step η.  v sums the series Σₖ (I − ηH)ᵏ ∂L_out/∂ω, whose limit (ηH)⁻¹∂L_out/∂ω
+    makes the teacher's term the implicit gradient −∂²L_in/∂λ∂ω H⁻¹ ∂L_out/∂ω whatever
+    η is; but the series converges only for η < 2/λ_max(H), and within K steps only when η
+    is near 1/λ_max.  ``fixed_point_lr`` = 0 (the default) therefore sets η = 1/λ_max,
+    estimated by ``power_iters`` steps of power iteration on the first batch of each outer
+    iteration.  A fixed small η stops the series at about ηK of its limit: measured on the
+    digits surrogate (λ_max ≈ 310), ηK = 1e-3 (as with η = 1e-5, K = 100) gives an implicit
+    gradient 80× below the teacher's direct one (norm 0.07 against 5.2), and SCAR
+    degenerates into its ablation OSCAR; η = 1e-2 diverges.
 
     The released teacher keeps the true label on triggered inputs; students distilled
-    from it are meant to learn the target.  Budgets are fractions of the suite's teacher
+    from it learn the target (measured on digits with 15 outer iterations: teacher ASR 0.18,
+    its kd student's 0.83; tests/test_attacks_distillation_aware.py).  Budgets are fractions of the suite's teacher
     epochs (the code's 200 outer epochs of 20 inner epochs); ``outer_batches`` is the
     code's 40, capped at one pass over the attacker half.
 
     Deviations: the clean teacher is the harness's (the code pre-trains it with Adam), and
     surrogate students are distilled by the harness's training loop (SGD with Nesterov
     momentum, warm-up and linear decay, ``student_lr``) instead of Adam at 1e-3, so that
-    they train as the victim's students do.  δ starts at zero (the code starts from uniform
+    they train as the victim's students do.  η comes from the Hessian's spectrum (above)
+    instead of a fixed value.  δ starts at zero (the code starts from uniform
     noise clipped to ε), and early stopping reads the ASR on the attacker half, since the
     attacker has no test set.
     """
@@ -136,14 +147,16 @@ class SCAR(PreOptimisedTrigger):
     inner_epochs: float = 0.1
     outer_batches: int = 40
     fixed_point_iters: int = 100
-    fixed_point_lr: float = 1e-5
+    fixed_point_lr: float = 0.0
+    power_iters: int = 20
     tolerance: float = 1e-4
 
     def validate(self):
         super().validate()
-        kdbench.check_positive(self, "outer_epochs", "inner_epochs", "outer_batches", "fixed_point_iters", "fixed_point_lr")
-        if self.tolerance < 0:
-            raise kdbench.ConfigError(f"{self.name}: tolerance must be ≥ 0, got {self.tolerance}")
+        kdbench.check_positive(self, "outer_epochs", "inner_epochs", "outer_batches", "fixed_point_iters", "power_iters")
+        for option in ("fixed_point_lr", "tolerance"):
+            if getattr(self, option) < 0:
+                raise kdbench.ConfigError(f"{self.name}: {option} must be ≥ 0, got {getattr(self, option)}")
 
     def run(self, ctx) -> kdbench.Backdoor:
         trigger = self.pre_optimise_trigger(ctx)
@@ -154,14 +167,30 @@ class SCAR(PreOptimisedTrigger):
         generator = ctx.generator(6)
         for epoch in range(outer_epochs):
             student = self.distill(ctx, teacher.eval(), budget(self.inner_epochs, ctx), offset=100 + epoch)
-            for _, x, y in ctx.batches(generator, self.outer_batches):
-                self.outer_step(teacher, student, optimizer, x, y, trigger)
+            for index, (_, x, y) in enumerate(ctx.batches(generator, self.outer_batches)):
+                if index == 0:
+                    eta = self.fixed_point_lr or 1 / self.largest_curvature(teacher, student, x, y)
+                self.outer_step(teacher, student, optimizer, x, y, trigger, eta)
             scheduler.step()
         empty = torch.zeros(0, dtype=torch.long)
         return kdbench.Backdoor(teacher.eval(), trigger, self.target, empty, empty)
 
-    def outer_step(self, teacher, student, optimizer, x, y, trigger):
-        """One teacher update on the outer loss, its student terms through the implicit gradient."""
+    def largest_curvature(self, teacher, student, x, y) -> float:
+        """λ_max of the inner loss's Hessian in the student's parameters, by power iteration."""
+        omega = list(student.parameters())
+        with torch.no_grad():
+            teacher_logits = teacher.eval()(x)
+        gradient = torch.autograd.grad(surrogate_loss(student(x), teacher_logits, y), omega, create_graph=True)
+        v = [torch.randn_like(w) for w in omega]
+        for _ in range(self.power_iters):
+            hv = torch.autograd.grad(gradient, omega, grad_outputs=v, retain_graph=True)
+            norm = torch.sqrt(sum((h ** 2).sum() for h in hv))
+            v = [h / norm for h in hv]
+        return norm.item()
+
+    def outer_step(self, teacher, student, optimizer, x, y, trigger, eta):
+        """One teacher update on the outer loss, its student terms through the implicit gradient
+        (fixed-point step ``eta``)."""
         teacher.train()
         student.eval()
         triggered = trigger.apply(x).clamp(0, 1)
@@ -173,7 +202,7 @@ class SCAR(PreOptimisedTrigger):
         outer_lam = torch.autograd.grad(outer, lam, retain_graph=True)
         outer_omega = torch.autograd.grad(outer, omega, retain_graph=True)
         inner = torch.autograd.grad(surrogate_loss(student_clean, teacher_clean, y), omega, create_graph=True)
-        step = [w - self.fixed_point_lr * g for w, g in zip(omega, inner)]  # F(ω, λ)
+        step = [w - eta * g for w, g in zip(omega, inner)]  # F(ω, λ)
         v = [torch.zeros_like(w) for w in omega]
         for _ in range(self.fixed_point_iters):
             jvp = torch.autograd.grad(step, omega, grad_outputs=v, retain_graph=True)
