@@ -126,18 +126,18 @@ class SCAR(PreOptimisedTrigger):
     degenerates into its ablation OSCAR; η = 1e-2 diverges.
 
     The released teacher keeps the true label on triggered inputs; students distilled
-    from it learn the target (measured on digits with 15 outer iterations: teacher ASR 0.18,
-    its kd student's 0.83; tests/test_attacks_distillation_aware.py).  Budgets are fractions of the suite's teacher
-    epochs (the code's 200 outer epochs of 20 inner epochs); ``outer_batches`` is the
-    code's 40, capped at one pass over the attacker half.
+    from it learn the target (measured on digits with 15 outer iterations: teacher ASR
+    0.18, its kd student's 0.83; tests/test_attacks_distillation_aware.py).  Budgets are
+    fractions of the suite's teacher epochs (the code's 200 outer epochs of 20 inner
+    epochs); ``outer_batches`` is the code's 40, capped at one pass over the attacker half.
 
     Deviations: the clean teacher is the harness's (the code pre-trains it with Adam), and
     surrogate students are distilled by the harness's training loop (SGD with Nesterov
     momentum, warm-up and linear decay, ``student_lr``) instead of Adam at 1e-3, so that
     they train as the victim's students do.  η comes from the Hessian's spectrum (above)
-    instead of a fixed value.  δ starts at zero (the code starts from uniform
-    noise clipped to ε), and early stopping reads the ASR on the attacker half, since the
-    attacker has no test set.
+    instead of a fixed value.  δ starts at zero (the code starts from uniform noise clipped
+    to ε), and early stopping reads the ASR on the attacker half, since the attacker has no
+    test set.
     """
 
     name = "scar"
