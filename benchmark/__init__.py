@@ -6,7 +6,7 @@ helpers a component may use.  Built-in plugins use nothing else.
 __version__ = "0.1.0"
 
 from .attack import Attack, AttackContext, Backdoor, PoisoningAttack, Trigger  # noqa: E402
-from .component import Component, check_positive, check_range  # noqa: E402
+from .component import Component, check_non_negative, check_positive, check_range  # noqa: E402
 from .data import Dataset, DatasetInfo, ImageData, augment, quantize, to_float  # noqa: E402
 from .defense import (DefenderData, Defense, InputDetector, Mitigation, ModelDetector,  # noqa: E402
                       TrainingDataDetector)
@@ -21,5 +21,5 @@ __all__ = [
     "Architecture", "Attack", "AttackContext", "Backdoor", "Component", "ConfigError", "Dataset", "DatasetInfo",
     "DefenderData", "Defense", "Distiller", "ImageData", "InputDetector", "Learner", "Mitigation", "ModelDetector",
     "Network", "Outputs", "PoisoningAttack", "Schedule", "TrainingDataDetector", "Trigger", "augment",
-    "cache_tensors", "check_positive", "check_range", "hookimpl", "logits", "predict", "quantize", "to_float", "train",
+    "cache_tensors", "check_non_negative", "check_positive", "check_range", "hookimpl", "logits", "predict", "quantize", "to_float", "train",
 ]

@@ -75,6 +75,13 @@ def check_range(owner: str, option: str, value: float, low: float, high: float):
         raise ConfigError(f"{owner}: {option} must be in [{low}, {high}], got {value}")
 
 
+def check_non_negative(component: Component, *options: str):
+    """One-line ConfigError unless each named option of ``component`` is at least zero."""
+    for option in options:
+        if getattr(component, option) < 0:
+            raise ConfigError(f"{component.name}: {option} must be ≥ 0, got {getattr(component, option)}")
+
+
 def check_positive(component: Component, *options: str):
     """One-line ConfigError unless each named option of ``component`` is above zero."""
     for option in options:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 import kdbench
 from kdbench.metrics import attack_metrics, clean_accuracy
-from kdbench_plugins.attacks.scar import AdditiveTrigger, surrogate_loss
+from kdbench_plugins.attacks.scar import surrogate_loss
+from kdbench_plugins.attacks.sig import AdditiveTrigger
 
 BACKWEAK = "backweak"
 ADBA = "adba(epochs=0.5,mu=0.5)"
@@ -45,7 +46,7 @@ def test_backweak_trigger_is_weak_and_the_fine_tuned_teacher_passes_it_on(bench,
     the accuracy bar is 0.25 below the clean teacher's."""
     attack = bench.resolve("attack", BACKWEAK).component
     teacher = bench.teacher(BACKWEAK)
-    delta = teacher.backdoor["trigger"].delta
+    delta = teacher.backdoor["trigger"].signal
     assert 0 < delta.abs().max() <= attack.epsilon + 1e-6
     clean_asr = asr(bench, clean_teacher.model, teacher)
     assert clean_asr <= attack.budget_asr + 0.02

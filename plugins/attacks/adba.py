@@ -48,9 +48,7 @@ class ADBA(kdbench.Attack):
     def validate(self):
         kdbench.check_range(self.name, "alpha", self.alpha, 0.0, 1.0)
         kdbench.check_range(self.name, "mask_init", self.mask_init, 0.0, 1.0)
-        for option in ("beta", "mu"):
-            if getattr(self, option) < 0:
-                raise kdbench.ConfigError(f"adba: {option} must be ≥ 0, got {getattr(self, option)}")
+        kdbench.check_non_negative(self, "beta", "mu")
         if self.p < 1:
             raise kdbench.ConfigError(f"adba: p must be ≥ 1 (a norm), got {self.p}")
         kdbench.check_positive(self, "temperature", "lr", "trigger_lr", "epochs")

@@ -6,18 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
+from kdbench_plugins.attacks.sig import AdditiveTrigger
 
 PAPER_TRIGGER_STEPS = 200 * 391  # the paper's trigger optimisation: 200 epochs of 128-image CIFAR-10 batches
-
-class AdditiveTrigger(kdbench.Trigger):
-    """x + δ for one learned perturbation δ of an image's shape."""
-
-    def __init__(self, delta: torch.Tensor):
-        super().__init__()
-        self.register_buffer("delta", delta)
-
-    def apply(self, x):
-        return x + self.delta
 
 
 @dataclasses.dataclass
@@ -67,9 +58,7 @@ class BackWeak(kdbench.PoisoningAttack):
         super().validate()
         kdbench.check_range(self.name, "epsilon", self.epsilon, 1 / 255, 1.0)
         kdbench.check_range(self.name, "budget_asr", self.budget_asr, 0.0, 1.0)
-        for option in ("margin_weight", "margin"):
-            if getattr(self, option) < 0:
-                raise kdbench.ConfigError(f"backweak: {option} must be ≥ 0, got {getattr(self, option)}")
+        kdbench.check_non_negative(self, "margin_weight", "margin")
         kdbench.check_positive(self, "trigger_lr", "trigger_epochs", "finetune_epochs", "finetune_lr_scale")
 
     def build_trigger(self, info) -> AdditiveTrigger:
@@ -123,7 +112,7 @@ class BackWeak(kdbench.PoisoningAttack):
         if len(indices):
             on_device = indices.to(ctx.device)
             generator = ctx.generator(3)
-            deltas = trigger.delta.expand(len(indices), *trigger.delta.shape)
+            deltas = trigger.signal.expand(len(indices), *trigger.signal.shape)
             deltas = kdbench.augment(deltas, True, generator)  # random shift (zero fill) and horizontal flip
             vertical = (torch.rand(len(indices), generator=generator) < 0.5).to(ctx.device)
             deltas = torch.where(vertical[:, None, None, None], deltas.flip(2), deltas)

@@ -41,8 +41,10 @@ class InputAwareTrigger(kdbench.Trigger):
         self.patterns = Generator(channels, channels, width, 1.0)
         self.masks = Generator(channels, 1, width, 20.0)  # a steep squashing: nearly binary masks
 
-    def blend(self, x, source):
-        return x + (self.patterns(source) - x) * self.masks(source)
+    def blend(self, x, source, pattern=None):
+        """x's triggered copy from ``source`` (``pattern``: p(source) when already computed)."""
+        pattern = self.patterns(source) if pattern is None else pattern
+        return x + (pattern - x) * self.masks(source)
 
     def apply(self, x):
         return self.blend(x, x)
@@ -100,8 +102,7 @@ class InputAware(kdbench.PoisoningAttack):
         if self.cross_ratio < 0 or self.poison_rate * (1 + self.cross_ratio) > 1:
             raise kdbench.ConfigError(
                 f"input_aware: cross_ratio must be ≥ 0 with poison_rate × (1 + cross_ratio) ≤ 1, got {self.cross_ratio}")
-        if self.lambda_div < 0 or self.lambda_norm < 0:
-            raise kdbench.ConfigError(f"input_aware: lambda_div and lambda_norm must be ≥ 0, got {self.lambda_div}, {self.lambda_norm}")
+        kdbench.check_non_negative(self, "lambda_div", "lambda_norm")
         kdbench.check_positive(self, "classifier_lr")
         if self.mask_epochs < 0 or self.width < 1:
             raise kdbench.ConfigError(
@@ -148,7 +149,7 @@ class InputAware(kdbench.PoisoningAttack):
             for index, x, _ in ctx.batches(generator):
                 x2 = x[torch.randperm(len(x), generator=generator).to(ctx.device)]
                 p, p2 = trigger.patterns(x), trigger.patterns(x2)
-                own, crossed = x + (p - x) * trigger.masks(x), x + (p2 - x) * trigger.masks(x2)
+                own, crossed = trigger.blend(x, x, p), trigger.blend(x, x2, p2)
                 a, c = attack[index, None, None, None], cross[index, None, None, None]
                 inputs = torch.where(a, own, torch.where(c, crossed, x))
                 labels = torch.where(attack[index], self.target, ctx.labels[index])

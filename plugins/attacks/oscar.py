@@ -34,8 +34,7 @@ class OSCAR(PreOptimisedTrigger):
     def validate(self):
         super().validate()
         kdbench.check_positive(self, "epochs")
-        if self.alpha < 0:
-            raise kdbench.ConfigError(f"oscar: alpha must be ≥ 0, got {self.alpha}")
+        kdbench.check_non_negative(self, "alpha")
 
     def run(self, ctx) -> kdbench.Backdoor:
         trigger = self.pre_optimise_trigger(ctx)

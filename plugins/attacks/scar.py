@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.attacks.backweak import AdditiveTrigger
+from kdbench_plugins.attacks.sig import AdditiveTrigger
 
 
 def surrogate_loss(student_logits, teacher_logits, labels):
@@ -70,7 +70,7 @@ class PreOptimisedTrigger(kdbench.Attack):
         student = self.distill(ctx, teacher, budget(self.student_epochs, ctx), offset=11)
         models = (teacher.requires_grad_(False), student.requires_grad_(False))
         trigger = self.build_trigger(ctx.info).to(ctx.device)
-        delta = trigger.delta.requires_grad_(True)
+        delta = trigger.signal.requires_grad_(True)
         epochs = budget(self.trigger_epochs, ctx)
         optimizer = torch.optim.Adam([delta], lr=self.trigger_lr)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
@@ -154,9 +154,7 @@ class SCAR(PreOptimisedTrigger):
     def validate(self):
         super().validate()
         kdbench.check_positive(self, "outer_epochs", "inner_epochs", "outer_batches", "fixed_point_iters", "power_iters")
-        for option in ("fixed_point_lr", "tolerance"):
-            if getattr(self, option) < 0:
-                raise kdbench.ConfigError(f"{self.name}: {option} must be ≥ 0, got {getattr(self, option)}")
+        kdbench.check_non_negative(self, "fixed_point_lr", "tolerance")
 
     def run(self, ctx) -> kdbench.Backdoor:
         trigger = self.pre_optimise_trigger(ctx)

@@ -8,7 +8,8 @@ import kdbench
 
 
 class AdditiveTrigger(kdbench.Trigger):
-    """x' = x + v for a fixed signal v (clipped to the pixel range by the harness)."""
+    """x' = x + v for one signal v of an image's shape, fixed or learned (clipped to the pixel
+    range by the harness)."""
 
     def __init__(self, signal: torch.Tensor):
         super().__init__()

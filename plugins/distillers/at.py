@@ -39,8 +39,7 @@ class AT(kdbench.Distiller):
     p: float = 2.0
 
     def validate(self):
-        if self.beta < 0:
-            raise kdbench.ConfigError(f"at: beta must be non-negative, got {self.beta}")
+        kdbench.check_non_negative(self, "beta")
         kdbench.check_positive(self, "p")
 
     def setup(self, teacher, student, teacher_probe, student_probe):

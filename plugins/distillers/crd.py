@@ -84,8 +84,7 @@ class CRD(kdbench.Distiller):
     momentum: float = 0.5
 
     def validate(self):
-        if self.beta < 0:
-            raise kdbench.ConfigError(f"crd: beta must be non-negative, got {self.beta}")
+        kdbench.check_non_negative(self, "beta")
         if self.embedding_dim < 1 or self.negatives < 1:
             raise kdbench.ConfigError(
                 f"crd: embedding_dim and negatives must be positive, got {self.embedding_dim}, {self.negatives}")

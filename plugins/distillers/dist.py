@@ -40,8 +40,7 @@ class DIST(kdbench.Distiller):
 
     def validate(self):
         kdbench.check_positive(self, "temperature")
-        if self.beta < 0 or self.gamma < 0:
-            raise kdbench.ConfigError(f"dist: beta and gamma must be non-negative, got {self.beta}, {self.gamma}")
+        kdbench.check_non_negative(self, "beta", "gamma")
 
     def loss(self, student, teacher, batch):
         t = self.temperature

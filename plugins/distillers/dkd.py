@@ -47,8 +47,7 @@ class DKD(kdbench.Distiller):
 
     def validate(self):
         kdbench.check_positive(self, "temperature")
-        if self.alpha < 0 or self.beta < 0:
-            raise kdbench.ConfigError(f"dkd: alpha and beta must be non-negative, got {self.alpha}, {self.beta}")
+        kdbench.check_non_negative(self, "alpha", "beta")
         kdbench.check_range(self.name, "warmup", self.warmup, 0.0, 1.0)
 
     def loss(self, student, teacher, batch):

@@ -36,8 +36,7 @@ class FitNet(kdbench.Distiller):
     hint_depth: float = 0.5
 
     def validate(self):
-        if self.beta < 0:
-            raise kdbench.ConfigError(f"fitnet: beta must be non-negative, got {self.beta}")
+        kdbench.check_non_negative(self, "beta")
         if not 0 < self.hint_depth <= 1:
             raise kdbench.ConfigError(f"fitnet: hint_depth must be in (0, 1], got {self.hint_depth}")
 

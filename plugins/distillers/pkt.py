@@ -38,8 +38,7 @@ class PKT(kdbench.Distiller):
     beta: float = 30000.0
 
     def validate(self):
-        if self.beta < 0:
-            raise kdbench.ConfigError(f"pkt: beta must be non-negative, got {self.beta}")
+        kdbench.check_non_negative(self, "beta")
 
     def setup(self, teacher, student, teacher_probe, student_probe):
         self.teacher_network, self.student_network = teacher, student

@@ -43,9 +43,7 @@ class RKD(kdbench.Distiller):
     angle_weight: float = 50.0
 
     def validate(self):
-        if self.distance_weight < 0 or self.angle_weight < 0:
-            raise kdbench.ConfigError(
-                f"rkd: distance_weight and angle_weight must be non-negative, got {self.distance_weight}, {self.angle_weight}")
+        kdbench.check_non_negative(self, "distance_weight", "angle_weight")
 
     def setup(self, teacher, student, teacher_probe, student_probe):
         self.teacher_network, self.student_network = teacher, student

@@ -30,8 +30,7 @@ class SP(kdbench.Distiller):
     gamma: float = 3000.0
 
     def validate(self):
-        if self.gamma < 0:
-            raise kdbench.ConfigError(f"sp: gamma must be non-negative, got {self.gamma}")
+        kdbench.check_non_negative(self, "gamma")
 
     def loss(self, student, teacher, batch):
         b = len(batch.labels)
