@@ -2,24 +2,38 @@
 
 The public API for plugin authors: the component bases, the ``hookimpl`` marker and the
 helpers a component may use.  Built-in plugins use nothing else.
+
+Names are imported on first use (PEP 562), so that ``kdbench --help`` and commands that
+train nothing do not pay for importing torch.
 """
+import importlib
+
 __version__ = "0.1.0"
 
-from .attack import Attack, AttackContext, Backdoor, PoisoningAttack, Trigger  # noqa: E402
-from .component import Component, check_non_negative, check_positive, check_range  # noqa: E402
-from .data import Dataset, DatasetInfo, ImageData, augment, quantize, to_float  # noqa: E402
-from .defense import (DefenderData, Defense, InputDetector, Mitigation, ModelDetector,  # noqa: E402
-                      TrainingDataDetector)
-from .distiller import Distiller  # noqa: E402
-from .errors import ConfigError  # noqa: E402
-from .network import Architecture, Network, Outputs  # noqa: E402
-from .plugins import hookimpl  # noqa: E402
-from .store import cache_tensors  # noqa: E402
-from .training import Learner, Schedule, logits, predict, train  # noqa: E402
+_EXPORTS = {
+    "attack": ["Attack", "AttackContext", "Backdoor", "PoisoningAttack", "Trigger"],
+    "component": ["Component", "check_non_negative", "check_positive", "check_range"],
+    "data": ["Dataset", "DatasetInfo", "ImageData", "augment", "quantize", "to_float"],
+    "defense": ["DefenderData", "Defense", "InputDetector", "Mitigation", "ModelDetector", "TrainingDataDetector"],
+    "distiller": ["Distiller"],
+    "errors": ["ConfigError"],
+    "hookspecs": ["hookimpl"],
+    "network": ["Architecture", "Network", "Outputs"],
+    "store": ["cache_tensors"],
+    "training": ["Learner", "Schedule", "logits", "predict", "train"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
 
-__all__ = [
-    "Architecture", "Attack", "AttackContext", "Backdoor", "Component", "ConfigError", "Dataset", "DatasetInfo",
-    "DefenderData", "Defense", "Distiller", "ImageData", "InputDetector", "Learner", "Mitigation", "ModelDetector",
-    "Network", "Outputs", "PoisoningAttack", "Schedule", "TrainingDataDetector", "Trigger", "augment",
-    "cache_tensors", "check_non_negative", "check_positive", "check_range", "hookimpl", "logits", "predict", "quantize", "to_float", "train",
-]
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kdbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

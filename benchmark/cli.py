@@ -1,25 +1,26 @@
-"""The ``kdbench`` command line: run a suite, list plugins, list suites."""
+"""The ``kdbench`` command line: run a suite, list plugins, list suites.
+
+Torch, timm and scikit-learn are imported inside the commands that need them, so that
+``kdbench --help``, ``--version`` and ``list`` answer at once.
+"""
 import time
 from pathlib import Path
 
 import click
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__, leaderboard
+from . import __version__
 from .errors import ConfigError
-from .plugins import PluginHost
-from .progress import RichReporter, detection_table, distillation_table
-from .registry import load_registry, spec, split_list
-from .runner import BASELINE, Runner
-from .store import Store, default_workdir
+from .registry import BASELINE, load_registry, spec, split_list
 
 registry_option = click.option("--registry", "registry_file", type=click.Path(dir_okay=False),
                                help="A registry YAML of your own, read on top of the default one.")
 
 
 def _host(registry):
+    from .plugins import PluginHost
+
     return PluginHost(registry.plugins)
 
 
@@ -53,6 +54,11 @@ def _list_option(name, what):
 def run(suite_name, registry_file, dataset, teachers, students, attacks, distillers, defenses, seeds, epochs,
         teacher_epochs, student_epochs, batch_size, device, workdir, out):
     """Run SUITE (default: quick) and write its leaderboard CSVs."""
+    from . import leaderboard
+    from .progress import RichReporter, detection_table, distillation_table
+    from .runner import Runner
+    from .store import Store, default_workdir
+
     registry = load_registry(registry_file)
     suite = registry.suite(suite_name)
     axes = {name: [spec(item, f"--{name}") for item in split_list(value)] if value is not None else None
@@ -131,7 +137,9 @@ def _seeds(text):
         raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}") from None
 
 
-def _device(name: str) -> torch.device:
+def _device(name: str):
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -7,6 +7,7 @@ loggers can be plugins too.
 import pluggy
 
 hookspec = pluggy.HookspecMarker("kdbench")
+hookimpl = pluggy.HookimplMarker("kdbench")
 
 
 @hookspec

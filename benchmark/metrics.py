@@ -2,7 +2,6 @@
 import math
 
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from .training import predict
 
@@ -23,6 +22,8 @@ def attack_metrics(model, images, labels, trigger, target: int) -> tuple[float, 
 
 def detection_metrics(scores: torch.Tensor, positive: torch.Tensor) -> tuple[float, float]:
     """(AUROC, AUPRC) of scores (higher = more suspicious) against the positive mask."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     scores = scores.detach().float().cpu().numpy()
     positive = positive.detach().cpu().numpy().astype(bool)
     if positive.all() or not positive.any() or not math.isfinite(scores.sum()):

@@ -9,6 +9,7 @@ which validates names and refuses duplicates.
 ``KDBENCH_BLOCK_PLUGINS`` blocks some, for reproducible runs.
 """
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -23,8 +24,6 @@ from .defense import Defense
 from .distiller import Distiller
 from .errors import ConfigError, unknown_name
 from .network import Architecture
-
-hookimpl = pluggy.HookimplMarker("kdbench")
 
 KINDS = {
     "dataset": ("register_datasets", Dataset),
@@ -141,10 +140,15 @@ def _import(module: str):
 
 
 def _module_version(module: str) -> str:
-    top = module.split(".")[0]
-    for dist in importlib.metadata.packages_distributions().get(top, []):
+    for dist in _distributions().get(module.split(".")[0], []):
         return importlib.metadata.version(dist)
     return "unknown"
+
+
+@functools.cache
+def _distributions() -> dict:
+    """Top-level import names → distributions; one scan of site-packages per process."""
+    return importlib.metadata.packages_distributions()
 
 
 def _names_from_env(variable: str) -> set:

@@ -14,6 +14,7 @@ from .errors import ConfigError, unknown_name
 
 SUITE_KEYS = {"description", "dataset", "teachers", "students", "attacks", "distillers", "defenses",
               "seeds", "budget", "leaderboard"}
+BASELINE = "none"  # the attack name of the clean baseline
 BUDGET_DEFAULTS = {"teacher_epochs": 20, "student_epochs": 20, "batch_size": 256, "lr": 0.1,
                    "attacker_fraction": 0.5, "defender_fraction": 0.1, "max_test": 0}
 

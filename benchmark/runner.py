@@ -21,13 +21,12 @@ from .errors import ConfigError
 from .metrics import attack_metrics, clean_accuracy, defense_effectiveness, detection_metrics
 from .network import Network
 from .plugins import PluginHost
-from .registry import Suite, spec
+from .registry import BASELINE, Suite, spec
 from .store import Store, prefixed, spec_hash, unprefixed
 from .threat_model import ThreatModel
 from .training import Learner, Schedule, cross_entropy, prepare, train
 
 HARNESS_VERSION = "1"
-BASELINE = "none"  # the attack name of the clean baseline
 
 
 class Reporter:

@@ -4,15 +4,11 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA, FastICA
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import silhouette_score
 
 import kdbench
 from kdbench_plugins.defenses._penultimate import penultimate
 
-REDUCTIONS = {"ica": FastICA, "pca": PCA}
+REDUCTIONS = ("ica", "pca")
 
 
 @dataclasses.dataclass
@@ -58,10 +54,16 @@ class ActivationClustering(kdbench.TrainingDataDetector):
         return torch.from_numpy(scores).float()
 
     def _suspicion(self, activations):
+        from sklearn.cluster import KMeans
+        from sklearn.decomposition import PCA, FastICA
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.metrics import silhouette_score
+
         dims = min(self.dims, *activations.shape)
+        reduction = FastICA if self.reduction == "ica" else PCA
         with warnings.catch_warnings():  # ICA's components serve as a projection even when not fully converged
             warnings.simplefilter("ignore", ConvergenceWarning)
-            reduced = REDUCTIONS[self.reduction](n_components=dims, random_state=self.seed).fit_transform(activations)
+            reduced = reduction(n_components=dims, random_state=self.seed).fit_transform(activations)
         clusters = KMeans(n_clusters=2, n_init=10, random_state=self.seed).fit_predict(reduced)
         if len(np.unique(clusters)) < 2:
             return np.zeros(len(activations))
