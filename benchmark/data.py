@@ -73,6 +73,18 @@ def stratified_split(labels: torch.Tensor, attacker_fraction: float, defender_fr
     return Split(*(torch.cat(part).sort().values for part in (attacker, victim, defender)))
 
 
+def channel_statistics(images: torch.Tensor) -> tuple[tuple, tuple]:
+    """Per-channel mean and (unbiased) standard deviation of uint8 images N×C×H×W on the
+    [0, 1] scale, from exact integer sums: the same to the last bit whatever the number of
+    threads, so that a worker process normalises exactly as the main process does."""
+    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).long()
+    count = pixels.shape[1]
+    sums, squares = pixels.sum(1).tolist(), pixels.pow(2).sum(1).tolist()
+    mean = tuple(s / count / 255 for s in sums)
+    std = tuple(((q - s * s / count) / (count - 1)) ** 0.5 / 255 for s, q in zip(sums, squares))
+    return mean, std
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 pixels to floats in [0, 1] (floats pass through)."""
     return images.float().div_(255) if images.dtype == torch.uint8 else images

@@ -26,6 +26,7 @@ class Cifar10(kdbench.Dataset):
     """
 
     name = "cifar10"
+    version = "2"
     paper = "Krizhevsky, Learning Multiple Layers of Features from Tiny Images, 2009"
 
     root: str = ""
@@ -54,9 +55,8 @@ class Cifar10(kdbench.Dataset):
                 images, labels = images[keep], labels[keep]
             splits += [images, labels]
             classes = dataset.classes
-        pixels = splits[0].float().div(255)
-        info = kdbench.DatasetInfo(name=self.name, num_classes=10, channels=3, size=32,
-                                   mean=tuple(pixels.mean((0, 2, 3)).tolist()), std=tuple(pixels.std((0, 2, 3)).tolist()),
+        mean, std = kdbench.channel_statistics(splits[0])
+        info = kdbench.DatasetInfo(name=self.name, num_classes=10, channels=3, size=32, mean=mean, std=std,
                                    class_names=tuple(classes), hflip=True)
         return kdbench.ImageData(info, *splits)
 

@@ -14,6 +14,7 @@ class Digits(kdbench.Dataset):
     trigger covers a small part of the image.  A fixed stratified third is the test split."""
 
     name = "digits"
+    version = "2"
     paper = "Alpaydin & Kaynak, Optical Recognition of Handwritten Digits, UCI 1998"
 
     size: int = 16
@@ -36,10 +37,9 @@ class Digits(kdbench.Dataset):
         train, test = train_test_split(torch.arange(len(labels)).numpy(), test_size=self.test_fraction,
                                        stratify=labels.numpy(), random_state=0)
         train, test = torch.from_numpy(train), torch.from_numpy(test)
-        pixels = images[train].float() / 255
+        mean, std = kdbench.channel_statistics(images[train])
         info = kdbench.DatasetInfo(
-            name=self.name, num_classes=10, channels=1, size=self.size,
-            mean=(pixels.mean().item(),), std=(pixels.std().item(),),
+            name=self.name, num_classes=10, channels=1, size=self.size, mean=mean, std=std,
             class_names=tuple(str(d) for d in range(10)), hflip=False,
         )
         return kdbench.ImageData(info, images[train], labels[train], images[test], labels[test])

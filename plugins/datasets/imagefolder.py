@@ -83,10 +83,9 @@ def load_image_folder(name: str, root: str, size: int | None, max_per_class: int
 
     tensors = kdbench.cache_tensors(Path(cache_dir) / f"{name}-{tag}.safetensors", build)
     classes = _class_names(root_path, test_split)
-    pixels = tensors["train_images"].float().div(255)
+    mean, std = kdbench.channel_statistics(tensors["train_images"])
     info = kdbench.DatasetInfo(
-        name=name, num_classes=len(classes), channels=3, size=tensors["train_images"].shape[-1],
-        mean=tuple(pixels.mean((0, 2, 3)).tolist()), std=tuple(pixels.std((0, 2, 3)).tolist()),
+        name=name, num_classes=len(classes), channels=3, size=tensors["train_images"].shape[-1], mean=mean, std=std,
         class_names=tuple(classes), hflip=True,
     )
     return kdbench.ImageData(info, tensors["train_images"], tensors["train_labels"].long(),
@@ -107,6 +106,7 @@ class ImageFolder(kdbench.Dataset):
     ``size`` pixels.  Decoded once into a uint8 tensor cache."""
 
     name = "imagefolder"
+    version = "2"
     paper = "torchvision ImageFolder layout (e.g. CINIC-10, Darlow et al. 2018; GTSRB, Stallkamp et al. 2012)"
 
     root: str = ""
