@@ -13,14 +13,16 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "attack": ["Attack", "AttackContext", "Backdoor", "PoisoningAttack", "Trigger"],
     "component": ["Component", "check_non_negative", "check_positive", "check_range"],
-    "data": ["Dataset", "DatasetInfo", "ImageData", "augment", "quantize", "to_float"],
+    "data": ["Dataset", "DatasetInfo", "ImageData", "augment", "channel_statistics", "quantize", "to_float"],
     "defense": ["DefenderData", "Defense", "InputDetector", "Mitigation", "ModelDetector", "TrainingDataDetector"],
     "distiller": ["Distiller"],
     "errors": ["ConfigError"],
+    "executor": ["Executor", "ForwardingReporter", "JobGraph", "Worker", "run_job"],
     "hookspecs": ["hookimpl"],
     "network": ["Architecture", "Network", "Outputs"],
+    "stages": ["Reporter"],
     "store": ["cache_tensors"],
-    "training": ["Learner", "Schedule", "logits", "predict", "train"],
+    "training": ["Diverged", "Learner", "Schedule", "logits", "predict", "train"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

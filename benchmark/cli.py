@@ -1,8 +1,12 @@
-"""The ``kdbench`` command line: run a suite, list plugins, list suites.
+"""The ``kdbench`` command line: run or plan a suite, list plugins and suites, verify a store.
 
 Torch, timm and scikit-learn are imported inside the commands that need them, so that
-``kdbench --help``, ``--version`` and ``list`` answer at once.
+``kdbench --help``, ``--version`` and ``list`` answer at once.  Every bad input, click's
+own range and usage errors included, ends in one line and exit code 2.
 """
+import shlex
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +18,31 @@ from . import __version__
 from .errors import ConfigError
 from .registry import BASELINE, load_registry, spec, split_list
 
+
+class OneLineErrors:
+    """Click's usage errors (a bad range, an unknown option or command) as one line, exit 2."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as error:
+            raise ConfigError(error.format_message()) from None
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as error:
+            raise ConfigError(error.format_message()) from None
+
+
+class Command(OneLineErrors, click.Command):
+    pass
+
+
+class Group(OneLineErrors, click.Group):
+    command_class = Command
+
+
 registry_option = click.option("--registry", "registry_file", type=click.Path(dir_okay=False),
                                help="A registry YAML of your own, read on top of the default one.")
 
@@ -24,7 +53,7 @@ def _host(registry):
     return PluginHost(registry.plugins)
 
 
-@click.group()
+@click.group(cls=Group)
 @click.version_option(__version__, prog_name="kdbench")
 def main():
     """kdbench: does a backdoor in a teacher survive distillation, and can a defender see it?"""
@@ -34,50 +63,102 @@ def _list_option(name, what):
     return click.option(f"--{name}", help=f"Comma-separated {what}, replacing the suite's (name or name(key=value,...)).")
 
 
-@main.command()
-@click.argument("suite_name", default="quick", metavar="[SUITE]")
-@registry_option
-@click.option("--dataset", help="The dataset, replacing the suite's (name or name(key=value,...)).")
-@_list_option("teachers", "teacher architectures")
-@_list_option("students", "student architectures")
-@_list_option("attacks", "attacks")
-@_list_option("distillers", "distillers")
-@_list_option("defenses", "defenses ('' for none)")
-@click.option("--seeds", help="Comma-separated integer seeds.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Teacher and student epochs.")
-@click.option("--teacher-epochs", type=click.IntRange(min=1))
-@click.option("--student-epochs", type=click.IntRange(min=1))
-@click.option("--batch-size", type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA where there is one), cpu, cuda, cuda:N.")
-@click.option("--workdir", type=click.Path(file_okay=False), help="Artifact cache (default: $KDBENCH_WORKDIR or ~/.cache/kdbench).")
-@click.option("--out", type=click.Path(file_okay=False), help="Leaderboard folder (default: leaderboards/<suite>).")
-def run(suite_name, registry_file, dataset, teachers, students, attacks, distillers, defenses, seeds, epochs,
-        teacher_epochs, student_epochs, batch_size, device, workdir, out):
-    """Run SUITE (default: quick) and write its leaderboard CSVs."""
-    from . import leaderboard
-    from .progress import RichReporter, detection_table, distillation_table
-    from .runner import Runner
-    from .store import Store, default_workdir
+def suite_options(command):
+    """The options that choose and change the suite, shared by ``run`` and ``plan``."""
+    options = [
+        click.argument("suite_name", default="quick", metavar="[SUITE]"),
+        registry_option,
+        click.option("--dataset", help="The dataset, replacing the suite's (name or name(key=value,...))."),
+        _list_option("teachers", "teacher architectures"),
+        _list_option("students", "student architectures"),
+        _list_option("attacks", "attacks"),
+        _list_option("distillers", "distillers"),
+        _list_option("defenses", "defenses ('' for none)"),
+        click.option("--seeds", help="Comma-separated integer seeds."),
+        click.option("--epochs", type=click.IntRange(min=1), help="Teacher and student epochs."),
+        click.option("--teacher-epochs", type=click.IntRange(min=1)),
+        click.option("--student-epochs", type=click.IntRange(min=1)),
+        click.option("--batch-size", type=click.IntRange(min=1)),
+        click.option("--device", default="auto", show_default=True, help="auto (CUDA where there is one), cpu, cuda, cuda:N."),
+        click.option("--workdir", type=click.Path(file_okay=False),
+                     help="Artifact cache (default: $KDBENCH_WORKDIR or ~/.cache/kdbench)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
-    registry = load_registry(registry_file)
-    suite = registry.suite(suite_name)
+
+def _suite(registry, suite_name, dataset, teachers, students, attacks, distillers, defenses, seeds, epochs,
+           teacher_epochs, student_epochs, batch_size):
     axes = {name: [spec(item, f"--{name}") for item in split_list(value)] if value is not None else None
             for name, value in (("teachers", teachers), ("students", students), ("attacks", attacks),
                                 ("distillers", distillers), ("defenses", defenses))}
-    suite = suite.override(
+    return registry.suite(suite_name).override(
         dataset=spec(dataset, "--dataset") if dataset else None, seeds=_seeds(seeds),
         teacher_epochs=teacher_epochs or epochs, student_epochs=student_epochs or epochs, batch_size=batch_size,
         **axes)
+
+
+def _runner(options, executor=None, threads=0):
+    from .runner import Runner
+    from .store import Store, default_workdir, writable
+
+    registry = load_registry(options.pop("registry_file"))
+    device, workdir = options.pop("device"), options.pop("workdir")
+    suite = _suite(registry, **options)
+    root = Path(workdir) if workdir else default_workdir()
+    writable(root)
+    host = _host(registry)
+    store = Store(root)
+    if executor is not None:
+        entry = spec(executor, "--executor")
+        executor = host.create("executor", entry.name, entry.kwargs)[1]
+    command = shlex.join(["kdbench", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("kdbench", "__main__.py") else ""
+    return Runner(host, suite, store, _device(device), executor=executor, threads=threads, command=command)
+
+
+@main.command()
+@suite_options
+@click.option("--out", type=click.Path(file_okay=False), help="Leaderboard folder (default: leaderboards/<suite>).")
+@click.option("--executor", default=None, help="serial (default), local or ray, or name(key=value,...).")
+@click.option("--workers", type=click.IntRange(min=1), help="local: this many worker processes on the run's device.")
+@click.option("--devices", help="local: one worker per device, e.g. cuda:0,cuda:1.")
+@click.option("--address", help="ray: the cluster's address (auto: the one this machine belongs to).")
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker (default: the cores shared evenly).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (jobs stored and left) and compute nothing.")
+def run(out, executor, workers, devices, address, threads, dry_run, **options):
+    """Run SUITE (default: quick) and write its leaderboard."""
+    from . import leaderboard
+    from .progress import RichReporter, detection_table, distillation_table, plan_table
+    from .store import writable
+
+    executor = _executor(executor, workers, devices, address)
     console = Console(stderr=True)
-    runner = Runner(_host(registry), suite, Store(Path(workdir) if workdir else default_workdir()), _device(device))
-    out_dir = Path(out) if out else Path("leaderboards") / suite.leaderboard
-    runner.load_data()
-    console.print(f"[bold]kdbench {__version__}[/bold] suite [bold]{suite.name}[/bold] on {runner.device}: "
-                  f"{_cells(suite)} cells → {out_dir}")
-    started = time.perf_counter()
-    with RichReporter(console) as reporter:
+    runner = _runner(options, executor, threads or 0)
+    plan = runner.plan()
+    if dry_run:
+        Console(width=max(120, Console().width)).print(plan_table(plan, runner.store))
+        return
+    out_dir = Path(out) if out else Path("leaderboards") / runner.suite.leaderboard
+    writable(out_dir)
+    console.print(f"[bold]kdbench {__version__}[/bold] suite [bold]{runner.suite.name}[/bold] on {runner.stages.device}"
+                  f" ({runner.executor.label()}): {len(plan.cells)} cells → {out_dir}")
+    started, written = time.perf_counter(), [0]
+
+    def write(distillation, detection):
+        leaderboard.write(out_dir, distillation, detection)
+        written[0] = len(distillation) + len(detection)
+
+    with Interrupts() as stopped, RichReporter(console) as reporter:
         runner.reporter = reporter
-        distillation, detection = runner.run(on_rows=lambda a, b: leaderboard.write(out_dir, a, b))
+        runner.store.on_quarantine = reporter.message
+        try:
+            distillation, detection = runner.run(on_rows=write, plan=plan)
+        except (KeyboardInterrupt, Terminated):
+            code = 143 if stopped.signal == signal.SIGTERM else 130
+            click.echo(f"interrupted: the {written[0]} finished rows are in {out_dir}; "
+                       "run the same command again to resume", err=True)
+            raise SystemExit(code) from None
     paths = leaderboard.write(out_dir, distillation, detection)
     output = Console(width=max(140, Console().width))
     output.print(distillation_table(distillation))
@@ -87,6 +168,40 @@ def run(suite_name, registry_file, dataset, teachers, students, attacks, distill
     console.print(f"wrote {paths[0]} and {paths[1]} in {time.perf_counter() - started:.1f} s"
                   + (f"; [red]{failed} failed[/red]" if failed else ""))
     if failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@suite_options
+def plan(**options):
+    """Show the jobs SUITE needs, how many are stored already and what is left, computing nothing."""
+    from .progress import plan_table
+
+    runner = _runner(options)
+    Console(width=max(120, Console().width)).print(plan_table(runner.plan(), runner.store))
+
+
+@main.command()
+@click.option("--workdir", type=click.Path(file_okay=False), help="The store (default: $KDBENCH_WORKDIR or ~/.cache/kdbench).")
+def verify(workdir):
+    """Check every stored artifact against its checksum; move corrupt ones aside."""
+    from .store import Store, default_workdir
+
+    root = Path(workdir) if workdir else default_workdir()
+    if not root.is_dir():
+        raise ConfigError(f"no work directory at {root}")
+    console = Console()
+    store = Store(root, on_quarantine=lambda message: console.print(message))
+    checked = corrupt = 0
+    for stage, key in list(store.artifacts()):
+        checked += 1
+        problem = store.check(stage, key)
+        if problem:
+            corrupt += 1
+            store.quarantine(stage, key, problem)
+    console.print(f"{checked} artifacts checked in {root}: " + (f"{corrupt} corrupt, set aside in {root / 'quarantine'}"
+                                                               if corrupt else "all whole"))
+    if corrupt:
         raise SystemExit(1)
 
 
@@ -126,6 +241,42 @@ def list_suites(registry_file):
 def _cells(suite) -> int:
     attacks = 1 + sum(s.name != BASELINE for s in suite.attacks)
     return len(suite.seeds) * len(suite.teachers) * attacks * len(suite.distillers) * len(suite.students)
+
+
+def _executor(executor, workers, devices, address) -> str | None:
+    """The ``--executor`` spec with ``--workers``, ``--devices`` and ``--address`` folded in."""
+    options = {"workers": workers, "devices": devices, "address": address}
+    given = {k: v for k, v in options.items() if v is not None}
+    if not given:
+        return executor
+    if executor is None:
+        executor = "ray" if "address" in given else "local"
+    entry = spec(executor, "--executor")
+    merged = dict(entry.options, **given)
+    return f"{entry.name}(" + ",".join(f"{k}={v}" for k, v in merged.items()) + ")"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the run is, like KeyboardInterrupt for SIGINT."""
+
+
+class Interrupts:
+    """SIGINT and SIGTERM stop the run where it is; ``signal`` says which one came."""
+
+    def __enter__(self):
+        self.signal = None
+        self.previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, number, frame):
+        self.signal = number
+        raise KeyboardInterrupt if number == signal.SIGINT else Terminated
+
+    def __exit__(self, *exc):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
 def _seeds(text):

@@ -36,8 +36,19 @@ def register_defenses(register):
 
 
 @hookspec
+def register_executors(register):
+    """Register executor classes (subclasses of ``kdbench.Executor``)."""
+
+
+@hookspec
+def stage_started(stage, spec_hash, description):
+    """A stage (``clean_teacher``, ``teacher``, ``student``, ``evaluation``, ``defense``) is
+    being computed; ``spec_hash`` is the key its artifact will be stored under."""
+
+
+@hookspec
 def stage_finished(stage, spec_hash, seconds, cached):
-    """A stage (``clean_teacher``, ``teacher``, ``student``, ``evaluation``, ``defense``) ended."""
+    """A stage ended: computed, or loaded from the store (``cached``)."""
 
 
 @hookspec
@@ -46,5 +57,6 @@ def cell_finished(row):
 
 
 @hookspec
-def epoch_finished(stage, epoch, metrics):
-    """A training epoch ended; ``metrics`` maps names to floats."""
+def epoch_finished(stage, spec_hash, epoch, metrics):
+    """A training epoch of the stage stored under ``spec_hash`` ended; ``metrics`` maps names
+    (``loss``, ``train_accuracy``) to floats."""

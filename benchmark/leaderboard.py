@@ -4,17 +4,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from .store import filesystem_error, writable
+
+METRICS = ["teacher_ca", "teacher_asr", "teacher_ra", "teacher_titg", "student_ca", "student_asr", "student_ra",
+           "student_titg", "control_student_ca", "control_student_asr", "control_student_ra", "control_student_titg",
+           "clean_teacher_asr"]
 DISTILLATION_COLUMNS = [
-    "dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed",
-    "teacher_ca", "teacher_asr", "teacher_ra", "student_ca", "student_asr", "student_ra",
-    "control_student_ca", "control_student_asr", "teacher_seconds", "student_seconds",
-    "device", "kdbench_version", "torch_version", "attack_plugin", "distiller_plugin", "spec_hash", "status", "error",
+    "dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed", *METRICS,
+    "teacher_seconds", "student_seconds", "device", "threads", "kdbench_version", "torch_version",
+    "attack_plugin", "distiller_plugin", "spec_hash", "status", "error",
 ]
 DETECTION_COLUMNS = [
     "dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed", "defense", "family", "model",
-    "auroc", "auprc", "score", "ca_after", "asr_after", "der", "defense_plugin", "spec_hash", "status", "error",
+    "auroc", "auprc", "auroc_effective", "auprc_effective", "score", "ca_after", "asr_after", "der",
+    "defense_plugin", "spec_hash", "status", "error",
 ]
-METRICS = ["teacher_ca", "teacher_asr", "student_ca", "student_asr", "control_student_ca", "control_student_asr"]
 
 
 def frame(rows: list, columns: list) -> pd.DataFrame:
@@ -29,7 +33,7 @@ def frame(rows: list, columns: list) -> pd.DataFrame:
 def write(out: Path, distillation: list, detection: list) -> tuple[Path, Path]:
     """Write ``distillation.csv``, ``detection.csv`` and their rendering ``leaderboard.md``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    writable(out)
     paths = out / "distillation.csv", out / "detection.csv"
     tables = frame(distillation, DISTILLATION_COLUMNS), frame(detection, DETECTION_COLUMNS)
     for path, table in zip(paths, tables):
@@ -40,7 +44,7 @@ def write(out: Path, distillation: list, detection: list) -> tuple[Path, Path]:
 
 def markdown(distillation: pd.DataFrame, detection: pd.DataFrame) -> str:
     """The leaderboard's main columns as Markdown tables."""
-    parts = ["## Distillation\n", _markdown_table(distillation, KEYS + METRICS + ["status"])]
+    parts = ["## Distillation\n", _markdown_table(distillation, KEYS + SHOWN + ["status"])]
     if len(detection):
         parts += ["\n## Detection\n", _markdown_table(detection, KEYS + ["defense", "family", "model", "auroc", "auprc",
                                                                          "score", "der", "status"])]
@@ -48,6 +52,8 @@ def markdown(distillation: pd.DataFrame, detection: pd.DataFrame) -> str:
 
 
 KEYS = ["dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed"]
+SHOWN = ["teacher_ca", "teacher_asr", "student_ca", "student_asr", "control_student_ca", "control_student_asr",
+         "clean_teacher_asr"]
 
 
 def _markdown_table(table: pd.DataFrame, columns: list) -> str:
@@ -63,5 +69,9 @@ def _markdown_table(table: pd.DataFrame, columns: list) -> str:
 
 def _atomic(path: Path, write_to):
     tmp = path.with_name(f".{path.name}.tmp")
-    write_to(tmp)
-    os.replace(tmp, path)
+    try:
+        write_to(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise filesystem_error(error, path) from None

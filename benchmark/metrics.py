@@ -1,4 +1,4 @@
-"""The benchmark's metrics, defined in one place (DESIGN.md)."""
+"""The benchmark's metrics, defined in one place (DESIGN.md, "Metrics")."""
 import math
 
 import torch
@@ -18,6 +18,27 @@ def attack_metrics(model, images, labels, trigger, target: int) -> tuple[float, 
     predicted = predict(model, images[keep], transform=trigger)
     truth = labels[keep]
     return (predicted == target).float().mean().item(), (predicted == truth).float().mean().item()
+
+
+def target_gain(clean_predicted: torch.Tensor, triggered_predicted: torch.Tensor, target: int) -> float:
+    """TITG, BackWeak's trigger-induced target gain: the target-prediction rate on all
+    triggered test images minus the rate on the same images clean."""
+    return ((triggered_predicted == target).float().mean() - (clean_predicted == target).float().mean()).item()
+
+
+def measure(model, data, backdoor: dict | None) -> dict:
+    """CA of a model on the test split, and with a backdoor's trigger its ASR, RA and TITG."""
+    predicted = predict(model, data.test_images)
+    result = {"ca": (predicted == data.test_labels).float().mean().item(), "asr": math.nan, "ra": math.nan,
+              "titg": math.nan}
+    if backdoor:
+        target = backdoor["target"]
+        triggered = predict(model, data.test_images, transform=backdoor["trigger"])
+        keep = data.test_labels != target
+        result["asr"] = (triggered[keep] == target).float().mean().item()
+        result["ra"] = (triggered[keep] == data.test_labels[keep]).float().mean().item()
+        result["titg"] = target_gain(predicted, triggered, target)
+    return result
 
 
 def detection_metrics(scores: torch.Tensor, positive: torch.Tensor) -> tuple[float, float]:

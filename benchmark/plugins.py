@@ -23,6 +23,7 @@ from .data import Dataset
 from .defense import Defense
 from .distiller import Distiller
 from .errors import ConfigError, unknown_name
+from .executor import Executor
 from .network import Architecture
 
 KINDS = {
@@ -31,6 +32,7 @@ KINDS = {
     "attack": ("register_attacks", Attack),
     "distiller": ("register_distillers", Distiller),
     "defense": ("register_defenses", Defense),
+    "executor": ("register_executors", Executor),
 }
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -58,6 +60,7 @@ class PluginHost:
     """Every component the loaded plugins registered, by kind and name."""
 
     def __init__(self, modules=(), entry_points: bool = True):
+        self.modules = list(modules)
         self.pm = pluggy.PluginManager("kdbench")
         self.pm.add_hookspecs(hookspecs)
         self.versions = {}

@@ -5,17 +5,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .runner import Reporter
+from .stages import Reporter
 
 
 class RichReporter(Reporter):
-    """One bar for the stage being computed (its epochs), one line per finished stage."""
+    """A bar for every stage being computed (its epochs), one line per finished stage (a stage
+    loaded from the store, however often, once)."""
 
     def __init__(self, console: Console):
         self.console = console
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=True)
-        self.task = None
+        self.bars = {}
+        self.shown = set()
 
     def __enter__(self):
         self.progress.start()
@@ -24,22 +26,23 @@ class RichReporter(Reporter):
     def __exit__(self, *exc):
         self.progress.stop()
 
-    def stage_started(self, stage, description, epochs):
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(description, total=epochs or None)
+    def stage_started(self, stage, key, description, epochs):
+        self.bars[key] = self.progress.add_task(description, total=epochs or None)
 
-    def epoch_finished(self, epoch, metrics):
-        if self.task is not None:
-            self.progress.update(self.task, completed=epoch + 1)
+    def epoch_finished(self, key, epoch, metrics):
+        if key in self.bars:
+            self.progress.update(self.bars[key], completed=epoch + 1)
 
-    def stage_finished(self, stage, description, seconds, cached):
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
-        if stage != "evaluation":
+    def stage_finished(self, stage, key, description, seconds, cached):
+        if key in self.bars:
+            self.progress.remove_task(self.bars.pop(key))
+        if stage != "evaluation" and key not in self.shown:
             how = "[dim]cached[/dim]" if cached else f"{seconds:.1f} s"
             self.console.print(f"  [green]✓[/green] {description} ({how})")
+        self.shown.add(key)
+
+    def message(self, text):
+        self.console.print(f"  [yellow]![/yellow] {text}")
 
 
 def _fraction(value) -> str:
@@ -67,4 +70,19 @@ def detection_table(rows: list) -> Table:
         table.add_row(row["defense"], row["family"], row["attack"], row["distiller"], row["student_arch"],
                       row["model"], _fraction(row.get("auroc")), _fraction(row.get("auprc")),
                       row["status"] if row["status"] == "ok" else f"[red]{row['error']}[/red]")
+    return table
+
+
+def plan_table(plan, store) -> Table:
+    """Jobs per stage: in all, stored already, left to run, and their rough cost."""
+    stored = plan.stored(store)
+    table = Table(title=f"plan of suite {plan.suite.name}: {len(plan.cells)} distillation rows, "
+                        f"{len(plan.detections)} detection rows")
+    for column in ("stage", "jobs", "stored", "to run", "cost left (epochs × images)"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage in ("clean_teacher", "teacher", "students", "evaluation", "defense"):
+        jobs = [job for job in plan.jobs.values() if job.stage == stage]
+        left = [job for job in jobs if job.key not in stored]
+        table.add_row(stage, str(len(jobs)), str(len(jobs) - len(left)), str(len(left)),
+                      f"{sum(job.cost for job in left):,.0f}")
     return table

@@ -50,6 +50,14 @@ class Suite:
     budget: dict
     leaderboard: str
 
+    def definition(self) -> dict:
+        """The suite as a registry entry (``suites: {name: definition}``) that reproduces it."""
+        labels = lambda specs: [str(s) for s in specs]  # noqa: E731
+        return {"description": self.description, "dataset": str(self.dataset), "teachers": labels(self.teachers),
+                "students": labels(self.students), "attacks": labels(self.attacks),
+                "distillers": labels(self.distillers), "defenses": labels(self.defenses), "seeds": list(self.seeds),
+                "budget": dict(self.budget), "leaderboard": self.leaderboard}
+
     def override(self, **axes) -> "Suite":
         """A copy with the given axes (lists of specs, seeds, budget entries) replaced."""
         budget = dict(self.budget)

@@ -41,13 +41,19 @@ class Batch:
 
 @dataclasses.dataclass
 class Learner:
-    """One model being trained: its loss over (its outputs, teacher outputs, batch) and
-    the parameters the optimiser moves (default: all of the model's)."""
+    """One model being trained: its loss over (its outputs, teacher outputs, batch), the
+    parameters the optimiser moves (default: all of the model's) and a ``name`` that errors
+    about it use (the stage and component)."""
 
     model: Network
     loss: Callable[[Outputs, Outputs | None, Batch], torch.Tensor]
     params: list | None = None
     needs: frozenset = frozenset({"logits"})
+    name: str = "model"
+
+
+class Diverged(RuntimeError):
+    """A training loss became NaN or infinite."""
 
 
 def cross_entropy(outputs: Outputs, teacher: Outputs | None, batch: Batch) -> torch.Tensor:
@@ -84,11 +90,17 @@ def _optimizer(params, schedule: Schedule, device, steps: int):
 
 def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, schedule: Schedule, *,
           hflip: bool, seed: int, teacher: Network | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None) -> list[Network]:
+          on_epoch: Callable[[int, dict], None] | None = None,
+          on_diverged: Callable[[int, str], None] | None = None) -> list[Network]:
     """Train every learner on (images, labels) in lock-step; returns their models.
 
     ``teacher`` (frozen, eval mode) is run once per batch and its outputs handed to every
-    learner's loss; it computes the union of what the learners need.
+    learner's loss; it computes the union of what the learners need.  ``on_epoch(epoch,
+    metrics)`` receives each learner's mean loss and training accuracy (lists, one value per
+    learner).  Losses stay on the device and are checked once per epoch, so that the loop
+    does not wait for the device at every step: a learner whose loss became NaN or infinite
+    raises ``Diverged`` naming it, the epoch and the step, or, with ``on_diverged(index,
+    message)``, is told so and leaves the group while the others go on.
     """
     device = images.device
     generator = torch.Generator().manual_seed(seed)
@@ -102,9 +114,11 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     if teacher is not None:
         prepare(teacher, device).eval()
         teacher_needs = frozenset().union(*(learner.needs for learner in learners))
+    active = list(range(len(learners)))
     channels_last = device.type == "cuda"
     for epoch in range(schedule.epochs):
-        totals = torch.zeros(len(learners), device=device)
+        losses = torch.zeros(per_epoch, len(learners), device=device)
+        correct = torch.zeros(len(learners), device=device)
         for step, index in enumerate(batches(len(images), schedule.batch_size, True, generator, device)):
             x = augment(to_float(images[index]), hflip, generator)
             if channels_last:
@@ -113,19 +127,37 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
             with autocast(device):
                 with torch.no_grad():
                     teacher_out = teacher.run(x, teacher_needs) if teacher is not None else None
-                for i, (learner, (optimizer, scheduler)) in enumerate(zip(learners, optimizers)):
-                    loss = learner.loss(learner.model.run(x, learner.needs), teacher_out, batch)
+                for i in active:
+                    learner, (optimizer, scheduler) = learners[i], optimizers[i]
+                    outputs = learner.model.run(x, learner.needs)
+                    loss = learner.loss(outputs, teacher_out, batch)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     scheduler.step()
-                    totals[i] += loss.detach()
+                    losses[step, i] = loss.detach()
+                    correct[i] += (outputs.logits.detach().argmax(1) == batch.labels).sum()
+        for i in _diverged(losses, active):
+            step = int((~torch.isfinite(losses[:, i])).nonzero()[0])
+            message = (f"{learners[i].name}: the loss became {losses[step, i].item()} at epoch {epoch + 1}, "
+                       f"step {step + 1} of {per_epoch}")
+            if on_diverged is None:
+                raise Diverged(message)
+            on_diverged(i, message)
+            active.remove(i)
         if on_epoch is not None:
-            mean = (totals / per_epoch).tolist()
-            on_epoch(epoch, {f"loss{i}": value for i, value in enumerate(mean)})
+            on_epoch(epoch, {"loss": losses.mean(0).tolist(), "train_accuracy": (correct / len(images)).tolist()})
+        if not active:
+            break
     for learner in learners:
         learner.model.eval()
     return [learner.model for learner in learners]
+
+
+def _diverged(losses: torch.Tensor, active: list) -> list:
+    """The active learners whose loss was not finite at some step (one device sync)."""
+    finite = torch.isfinite(losses).all(0).tolist()
+    return [i for i in active if not finite[i]]
 
 
 @torch.no_grad()

@@ -1,13 +1,14 @@
 """Shared fixtures: the quick suite's harness on digits, with its teachers trained once per session."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
-from kdbench.data import stratified_split
 from kdbench.plugins import PluginHost
-from kdbench.registry import load_registry, spec
+from kdbench.registry import load_registry
 from kdbench.runner import Runner
+from kdbench.stages import Stages
 from kdbench.store import Store
 from kdbench.threat_model import ThreatModel
 
@@ -16,10 +17,10 @@ torch.set_num_threads(2)
 
 @dataclasses.dataclass
 class Bench:
-    """A harness on the quick suite's dataset: the runner, the threat model's data views
-    (seed 0), and the teacher architecture."""
+    """A harness on the quick suite's dataset: its stages (``runner``), the threat model's
+    data views (seed 0), and the teacher architecture."""
 
-    runner: Runner
+    runner: Stages
     view: ThreatModel
     arch: object
 
@@ -29,7 +30,7 @@ class Bench:
 
     def resolve(self, kind: str, text: str):
         """A suite entry (``name`` or ``name(key=value)``) resolved to its registration and instance."""
-        return self.runner._resolve(kind, spec(text, kind))
+        return self.runner.resolve(kind, text)
 
     def teacher(self, attack_text: str):
         """The backdoored teacher of an attack (cached in the session's store)."""
@@ -50,9 +51,9 @@ def store(tmp_path_factory):
 def make_bench(host, store, **overrides) -> Bench:
     suite = load_registry().suite("quick").override(**overrides)
     runner = Runner(host, suite, store, "cpu")
-    data = runner.load_data()
-    split = stratified_split(data.train_labels, suite.budget["attacker_fraction"], suite.budget["defender_fraction"], 0)
-    return Bench(runner, ThreatModel(data, split, runner.device), runner.teachers[0])
+    runner.load_data()
+    stages = runner.stages
+    return Bench(stages, stages.view(0), stages.resolve("architecture", str(suite.teachers[0])))
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +69,35 @@ def clean_teacher(bench):
 @pytest.fixture(scope="session")
 def badnets_teacher(bench, clean_teacher):
     return bench.teacher("badnets")
+
+
+# ---------------------------------------------------------------- command-line runs of a small quick
+
+SMALL = ["quick", "--epochs", "3", "--defenses", "strip(n=8)", "--device", "cpu", "--threads", "1"]
+ROW_KEYS = ["attack", "distiller", "student_arch", "seed"]
+
+
+def table(out) -> "pd.DataFrame":
+    """A leaderboard's distillation.csv, rows in a fixed order."""
+    import pandas as pd
+
+    return pd.read_csv(Path(out) / "distillation.csv").sort_values(ROW_KEYS).reset_index(drop=True)
+
+
+@dataclasses.dataclass
+class Finished:
+    workdir: Path
+    out: Path
+
+
+@pytest.fixture(scope="session")
+def small_quick(tmp_path_factory) -> Finished:
+    """The quick suite at 3 epochs, one thread, serial, uninterrupted: the reference table."""
+    from click.testing import CliRunner
+
+    from kdbench.cli import main
+
+    finished = Finished(tmp_path_factory.mktemp("small-work"), tmp_path_factory.mktemp("small-out"))
+    result = CliRunner().invoke(main, ["run", *SMALL, "--workdir", str(finished.workdir), "--out", str(finished.out)])
+    assert result.exit_code == 0, result.output
+    return finished

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).parent / "plugin_package"
 
 def test_builtins_register_every_kind(host):
     kinds = {r.kind for r in host.all()}
-    assert kinds == {"dataset", "architecture", "attack", "distiller", "defense"}
+    assert kinds == {"dataset", "architecture", "attack", "distiller", "defense", "executor"}
     badnets = host.get("attack", "badnets")
     assert badnets.plugin == "kdbench_plugins.attacks.badnets"
     assert "Gu" in badnets.paper and badnets.plugin_version == kdbench.__version__

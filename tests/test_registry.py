@@ -1,7 +1,7 @@
 """The default registry: every suite names components that exist, and user registries add to it."""
 import pytest
 
-from kdbench.registry import load_registry, split_list, spec
+from kdbench.registry import BASELINE, load_registry, split_list, spec
 from kdbench.runner import Runner
 
 SUITES = sorted(load_registry().suites)
@@ -9,8 +9,13 @@ SUITES = sorted(load_registry().suites)
 
 @pytest.mark.parametrize("name", SUITES)
 def test_every_suite_resolves_all_its_components(host, store, name):
-    runner = Runner(host, load_registry().suite(name), store, "cpu")
-    assert runner.attacks and runner.distillers and runner.teachers and runner.students
+    suite = load_registry().suite(name)
+    stages = Runner(host, suite, store, "cpu").stages  # resolves the dataset
+    axes = {"architecture": suite.teachers + suite.students, "distiller": suite.distillers, "defense": suite.defenses,
+            "attack": [attack for attack in suite.attacks if attack.name != BASELINE]}
+    for kind, entries in axes.items():
+        for entry in entries:
+            assert stages.resolve(kind, str(entry)).registration.kind == kind
 
 
 def test_a_user_registry_adds_suites_and_plugins(tmp_path):

@@ -1,0 +1,4 @@
+"""``python -m kdbench``: the command line."""
+from .cli import main
+
+main()

@@ -1,0 +1,447 @@
+"""The stages of a cell, each computed once and stored under its content key.
+
+A cell is the chain clean teacher → backdoored teacher → students (and the control
+students of the clean teacher) → evaluation → defense.  Each stage's key hashes its spec,
+its inputs' keys and the components' versions, so one clean teacher serves every attack,
+one backdoored teacher every distiller, and a second run recomputes nothing.  ``Stages``
+computes one stage at a time, loading its inputs from the store; it is what every executor
+runs, in this process or in a worker.
+"""
+import collections
+import copy
+import dataclasses
+import time
+
+import torch
+
+from . import __version__
+from .attack import AttackContext
+from .claims import Claims
+from .data import ImageData, stratified_split
+from .detection import defend
+from .errors import ConfigError
+from .metrics import measure
+from .network import Network
+from .registry import Suite, spec
+from .store import CorruptArtifact, Store, prefixed, spec_hash, unprefixed
+from .threat_model import ThreatModel
+from .training import Learner, Schedule, cross_entropy, prepare, train
+
+HARNESS_VERSION = "2"
+LOADED = 16  # models a process keeps in memory after loading them
+
+
+class Reporter:
+    """Receives progress; the CLI's shows rich progress bars.  The default says nothing."""
+
+    def stage_started(self, stage: str, key: str, description: str, epochs: int): ...
+
+    def epoch_finished(self, key: str, epoch: int, metrics: dict): ...
+
+    def stage_finished(self, stage: str, key: str, description: str, seconds: float, cached: bool): ...
+
+    def message(self, text: str): ...
+
+    def replay(self, event: tuple):
+        """An event a worker forwarded (``ForwardingReporter``), handed to this reporter."""
+        getattr(self, event[0])(*event[1:])
+
+
+@dataclasses.dataclass
+class Resolved:
+    """A suite axis entry: its spec string, registration and configured instance."""
+
+    label: str
+    registration: object
+    component: object
+
+    @property
+    def key(self) -> dict:
+        return {"name": self.registration.name, "version": self.registration.version,
+                "options": self.component.options()}
+
+    @property
+    def plugin(self) -> str:
+        return f"{self.registration.plugin}=={self.registration.plugin_version}"
+
+
+@dataclasses.dataclass
+class Teacher:
+    key: str
+    model: Network
+    backdoor: dict | None  # trigger, target, poison_indices, poison_labels for attacked teachers
+    seconds: float
+
+
+class Stages:
+    def __init__(self, host, suite: Suite, store: Store, device, reporter: Reporter | None = None,
+                 claims: Claims | None = None, command: str = ""):
+        self.host, self.suite, self.store = host, suite, store
+        self.command = command  # the kdbench command line of the run, recorded with every artifact
+        self.device = torch.device(device)
+        self.reporter = reporter or Reporter()
+        self.claims = claims or Claims(store.root)
+        store.on_quarantine = lambda message: self.reporter.message(message)
+        self.budget = suite.budget
+        self.resolved = {}
+        self.dataset = self.resolve("dataset", str(suite.dataset))
+        self.data: ImageData | None = None
+        self.views = {}
+        self.loaded = collections.OrderedDict()  # recently loaded models, by artifact key
+
+    def resolve(self, kind: str, label: str) -> Resolved:
+        """A suite entry (``name`` or ``name(key=value,...)``) as its registration and instance."""
+        entry = spec(label, kind)
+        label = str(entry)
+        if (kind, label) not in self.resolved:
+            registration, component = self.host.create(kind, entry.name, entry.kwargs)
+            self.resolved[kind, label] = Resolved(label, registration, component)
+        return self.resolved[kind, label]
+
+    # ------------------------------------------------------------------ data
+
+    def load_data(self) -> ImageData:
+        """The dataset on the device (its test split capped at the budget's ``max_test``)."""
+        if self.data is None:
+            data = self.dataset.component.load(self.store.root / "datasets")
+            if self.budget["max_test"]:
+                keep = stratified_split(data.test_labels, 0.5, 0.5, 0).attacker  # a fixed, balanced subset
+                keep = keep[: self.budget["max_test"]] if len(keep) > self.budget["max_test"] else keep
+                data = dataclasses.replace(data, test_images=data.test_images[keep], test_labels=data.test_labels[keep])
+            self.data = data.to(self.device)
+        return self.data
+
+    def view(self, seed: int) -> ThreatModel:
+        if seed not in self.views:
+            data = self.load_data()
+            split = stratified_split(data.train_labels.cpu(), self.budget["attacker_fraction"],
+                                     self.budget["defender_fraction"], seed)
+            self.views[seed] = ThreatModel(data, split, self.device)
+        return self.views[seed]
+
+    # ------------------------------------------------------------------ keys
+
+    def data_key(self, seed) -> dict:
+        return {"dataset": self.dataset.key, "seed": seed, "harness": HARNESS_VERSION,
+                "attacker_fraction": self.budget["attacker_fraction"],
+                "defender_fraction": self.budget["defender_fraction"]}
+
+    def schedule(self, epochs_key: str) -> Schedule:
+        return Schedule(epochs=self.budget[epochs_key], batch_size=self.budget["batch_size"], lr=self.budget["lr"])
+
+    def clean_teacher_key(self, seed, arch: Resolved) -> str:
+        return spec_hash({"stage": "clean_teacher", "data": self.data_key(seed), "arch": arch.key,
+                          "schedule": dataclasses.asdict(self.schedule("teacher_epochs"))})
+
+    def teacher_key(self, seed, arch: Resolved, attack: Resolved) -> str:
+        needs_clean = attack.registration.cls.needs_clean_teacher
+        return spec_hash({"stage": "teacher", "data": self.data_key(seed), "arch": arch.key, "attack": attack.key,
+                          "schedule": dataclasses.asdict(self.schedule("teacher_epochs")),
+                          "clean_teacher": self.clean_teacher_key(seed, arch) if needs_clean else None})
+
+    def student_key(self, seed, teacher_key: str, distiller: Resolved, arch: Resolved) -> str:
+        return spec_hash({"stage": "student", "teacher": teacher_key, "distiller": distiller.key,
+                          "student": arch.key, "data": self.data_key(seed),
+                          "schedule": dataclasses.asdict(self.schedule("student_epochs"))})
+
+    def evaluation_key(self, model_key: str, trigger_key: str | None) -> str:
+        return spec_hash({"stage": "evaluation", "model": model_key, "trigger": trigger_key,
+                          "test": self.budget["max_test"]})
+
+    def defense_key(self, seed, defense: Resolved, model_key: str, teacher_key: str | None) -> str:
+        return spec_hash({"stage": "defense", "defense": defense.key, "model": model_key, "backdoor": teacher_key,
+                          "data": self.data_key(seed), "test": self.budget["max_test"]})
+
+    # ------------------------------------------------------------------ storing and loading
+
+    def stage(self, stage, key, description, epochs, compute, labels: dict, inputs: list):
+        """Load the stage's artifact, or claim, compute and store it; returns (tensors, meta).
+
+        ``compute(on_epoch)`` returns (tensors, result): the tensors to store and a JSON-able
+        result, kept in the meta as ``result``; ``on_epoch`` records its per-epoch metrics.
+        """
+        while True:
+            if self.store.has(stage, key):
+                try:
+                    tensors, meta = self.store.load(stage, key, self.device)
+                except CorruptArtifact:
+                    continue  # moved aside: compute it again
+                self.finished(stage, key, description, meta["seconds"], True)
+                return tensors, meta
+            if self.claims.wait_for(stage, key, lambda: self.store.has(stage, key)):
+                continue  # another worker stored it meanwhile
+            with self.claims.holding(stage, key):
+                return self._compute(stage, key, description, epochs, compute, labels, inputs)
+
+    def _compute(self, stage, key, description, epochs, compute, labels, inputs):
+        self.reporter.stage_started(stage, key, description, epochs)
+        self.host.pm.hook.stage_started(stage=stage, spec_hash=key, description=description)
+        started = time.perf_counter()
+        history = []
+        tensors, result = compute(self.on_epoch(stage, key, history))
+        meta = dict(result=result, spec=labels, inputs=inputs, description=description, history=history,
+                    **self.provenance(time.perf_counter() - started))
+        self.store.save(stage, key, tensors, meta)
+        self.finished(stage, key, description, meta["seconds"], False)
+        return tensors, meta
+
+    def provenance(self, seconds: float) -> dict:
+        """Where, when and by what a stage was computed, and how to compute it again."""
+        return {"seconds": round(seconds, 3), "device": device_name(self.device), "threads": torch.get_num_threads(),
+                "kdbench_version": __version__, "torch_version": torch.__version__,
+                "run": {"command": self.command, "suite": self.suite.definition()}}
+
+    def finished(self, stage, key, description, seconds, cached):
+        self.reporter.stage_finished(stage, key, description, seconds, cached)
+        self.host.pm.hook.stage_finished(stage=stage, spec_hash=key, seconds=seconds, cached=cached)
+
+    def on_epoch(self, stage, key, history: list):
+        def on_epoch(epoch, metrics):
+            history.append({"epoch": epoch, **metrics})
+            self.reporter.epoch_finished(key, epoch, metrics)
+            self.host.pm.hook.epoch_finished(stage=stage, spec_hash=key, epoch=epoch, metrics=metrics)
+        return on_epoch
+
+    def remember(self, stage: str, key: str, description: str, load):
+        """A stored model loaded once per process: kept while recently used (``LOADED`` of them)."""
+        if key in self.loaded:
+            self.loaded.move_to_end(key)
+            found = self.loaded[key]
+            self.finished(stage, key, description, found.seconds if isinstance(found, Teacher) else found[2], True)
+            return found
+        found = self.loaded[key] = load()
+        while len(self.loaded) > LOADED:
+            self.loaded.popitem(last=False)
+        return found
+
+    def new_network(self, arch: Resolved, seed) -> Network:
+        torch.manual_seed(seed)
+        return arch.component.network(self.load_data().info).to(self.device)
+
+    def _fit(self, seed, name, on_epoch):
+        """The training function handed to attacks: the harness loop on one model."""
+        def fit(model, images, labels, epochs=None, lr_scale=1.0, params=None):
+            schedule = self.schedule("teacher_epochs")
+            schedule = dataclasses.replace(schedule, epochs=epochs or schedule.epochs, lr=schedule.lr * lr_scale)
+            learner = Learner(prepare(model, self.device), cross_entropy, params, name=name)
+            return train([learner], images, labels, schedule, hflip=self.data.info.hflip, seed=seed,
+                         on_epoch=lambda epoch, metrics: on_epoch(epoch, {k: v[0] for k, v in metrics.items()}))[0]
+        return fit
+
+    # ------------------------------------------------------------------ the stages
+
+    def clean_teacher(self, view, arch: Resolved, seed) -> Teacher:
+        key = self.clean_teacher_key(seed, arch)
+        return self.remember("clean_teacher", key, f"clean teacher {arch.label}",
+                             lambda: self._clean_teacher(view, arch, seed, key))
+
+    def _clean_teacher(self, view, arch, seed, key) -> Teacher:
+        model = self.new_network(arch, seed)
+
+        def compute(on_epoch):
+            self._fit(seed, f"clean teacher {arch.label}", on_epoch)(model, view.attacker_images, view.attacker_labels)
+            return prefixed("model", model.state_dict()), {}
+
+        tensors, meta = self.stage("clean_teacher", key, f"clean teacher {arch.label}", self.budget["teacher_epochs"],
+                                   compute, {"seed": seed, "arch": arch.label}, [])
+        model.load_state_dict(unprefixed("model", tensors))
+        return Teacher(key, model.eval(), None, meta["seconds"])
+
+    def backdoored_teacher(self, view, arch: Resolved, attack: Resolved, seed, clean: Teacher) -> Teacher:
+        key = self.teacher_key(seed, arch, attack)
+        return self.remember("teacher", key, f"{attack.label} teacher {arch.label}",
+                             lambda: self._backdoored_teacher(view, arch, attack, seed, clean, key))
+
+    def _backdoored_teacher(self, view, arch, attack, seed, clean, key) -> Teacher:
+        needs_clean = attack.registration.cls.needs_clean_teacher
+        info = self.data.info
+
+        def compute(on_epoch):
+            ctx = AttackContext(info, view.attacker_images, view.attacker_labels,
+                                new_model=lambda name=None: self.new_network(self.resolve("architecture", name) if name else arch, seed),
+                                train=self._fit(seed, f"{attack.label} teacher {arch.label}", on_epoch),
+                                epochs=self.budget["teacher_epochs"], batch_size=self.budget["batch_size"],
+                                device=self.device, seed=seed,
+                                clean_teacher=copy.deepcopy(clean.model) if needs_clean else None)
+            torch.manual_seed(seed)  # attacks that draw from the global generator repeat themselves
+            backdoor = attack.component.run(ctx)
+            tensors = {**prefixed("model", backdoor.teacher.state_dict()),
+                       **prefixed("trigger", backdoor.trigger.state_dict()),
+                       "poison_indices": backdoor.poison_indices.cpu().long(),
+                       "poison_labels": backdoor.poison_labels.cpu().long()}
+            return tensors, {"target": backdoor.target}
+
+        tensors, meta = self.stage("teacher", key, f"{attack.label} teacher {arch.label}", self.budget["teacher_epochs"],
+                                   compute, {"seed": seed, "arch": arch.label, "attack": attack.label},
+                                   [clean.key] if needs_clean else [])
+        model = arch.component.network(info).to(self.device)
+        model.load_state_dict(unprefixed("model", tensors))
+        trigger = attack.component.build_trigger(info).to(self.device)
+        trigger.load_state_dict(unprefixed("trigger", tensors))
+        backdoor = {"trigger": trigger.eval(), "target": meta["result"]["target"],
+                    "poison_indices": tensors["poison_indices"], "poison_labels": tensors["poison_labels"]}
+        return Teacher(key, model.eval(), backdoor, meta["seconds"])
+
+    def students_of(self, view, teacher: Teacher, seed, distillers=None, students=None) -> dict:
+        """Every (distiller, student architecture) student of one teacher, trained in lock-step.
+
+        Returns {(distiller label, student label): (deployed model, key, seconds)} and, for a
+        student that failed, its error string in place of the tuple.
+        """
+        distillers = distillers or [self.resolve("distiller", str(s)) for s in self.suite.distillers]
+        students = students or [self.resolve("architecture", str(s)) for s in self.suite.students]
+        jobs = {(d.label, a.label): (d, a, self.student_key(seed, teacher.key, d, a)) for d in distillers for a in students}
+        result, failures = {}, {}
+        while len(result) < len(jobs):
+            failures.update(self._train_missing(view, teacher, seed, list(jobs.values()), failures))
+            for name, (distiller, arch, key) in jobs.items():
+                if name in result:
+                    continue
+                if key in failures:
+                    result[name] = failures[key]
+                    continue
+                try:
+                    result[name] = self.remember("student", key, student_description(distiller, arch, teacher),
+                                                 lambda: self._load_student(view, teacher, distiller, arch, key, seed))
+                except CorruptArtifact:
+                    pass  # moved aside: trained again on the next pass
+        return result
+
+    def _load_student(self, view, teacher, distiller, arch, key, seed):
+        """(deployed model, key, seconds) of a stored student."""
+        tensors, meta = self.store.load("student", key, self.device)
+        model, method = self._bind(view, teacher, distiller, arch, seed)
+        model.load_state_dict(unprefixed("model", tensors))
+        method.parts.load_state_dict(unprefixed("parts", tensors))
+        self.finished("student", key, student_description(distiller, arch, teacher), meta["seconds"], True)
+        return method.deploy(model, teacher.model).eval(), key, meta["seconds"]
+
+    def _train_missing(self, view, teacher, seed, jobs, failed) -> dict:
+        """Train, in one lock-step group, the students that are neither stored nor being trained
+        by another worker, then wait for those that are.  Returns {key: error} of those that failed."""
+        failures = {}
+        while True:
+            mine, theirs = [], []
+            for job in jobs:
+                key = job[2]
+                if key in failed or key in failures or self.store.has("student", key):
+                    continue
+                if not self.claims.acquire("student", key):
+                    theirs.append(job)
+                elif self.store.has("student", key):  # stored between the two checks
+                    self.claims.release("student", key)
+                else:
+                    mine.append(job)
+            if not mine and not theirs:
+                return failures
+            try:
+                failures.update(self._train_group(view, teacher, seed, mine))
+            finally:
+                for job in mine:
+                    self.claims.release("student", job[2])
+            for job in theirs:
+                if not self.claims.wait_for("student", job[2], lambda key=job[2]: self.store.has("student", key)):
+                    self.claims.release("student", job[2])  # its owner died: train it on the next pass
+
+    def _train_group(self, view, teacher, seed, jobs) -> dict:
+        """``_distill``; if the group fails as a whole, each student alone, to find the one that fails."""
+        try:
+            return self._distill(view, teacher, jobs, seed)
+        except ConfigError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a failing student fails its own cells only
+            if len(jobs) == 1:
+                return {jobs[0][2]: describe(error)}
+            return {k: v for job in jobs for k, v in self._train_group(view, teacher, seed, [job]).items()}
+
+    def _bind(self, view, teacher, distiller, arch, seed):
+        """A fresh student and a fresh distiller instance set up for it."""
+        student = self.new_network(arch, seed)
+        method = copy.deepcopy(distiller.component)
+        probe = view.victim_images[:8].float().div(255)
+        with torch.no_grad():
+            teacher_probe = teacher.model.eval().run(probe, method.needs)
+            student_probe = student.eval().run(probe, method.needs)
+        method.setup(teacher.model, student, teacher_probe, student_probe)
+        method.parts.to(self.device)
+        return student, method
+
+    def _distill(self, view, teacher, jobs, seed) -> dict:
+        """Distil the students of ``jobs`` in lock-step and store each; {key: error} of those that diverged."""
+        if not jobs:
+            return {}
+        failures, learners, bound = {}, [], []
+        schedule = self.schedule("student_epochs")
+        for distiller, arch, key in jobs:
+            student, method = self._bind(view, teacher, distiller, arch, seed)
+            name = student_description(distiller, arch, teacher)
+            learners.append(Learner(student, method.loss, list(student.parameters()) + list(method.parts.parameters()),
+                                    method.needs, name=name))
+            bound.append((student, method, key, distiller, arch, name, []))
+        for _, method, key, _, _, name, _ in bound:
+            method.parts.train()
+            self.reporter.stage_started("student", key, name, schedule.epochs)
+            self.host.pm.hook.stage_started(stage="student", spec_hash=key, description=name)
+        uses_teacher = any(job[3].registration.cls.uses_teacher for job in bound)
+        started = time.perf_counter()
+
+        def on_epoch(epoch, metrics):
+            for i, (_, _, key, _, _, _, history) in enumerate(bound):
+                if key not in failures:
+                    self.on_epoch("student", key, history)(epoch, {k: values[i] for k, values in metrics.items()})
+
+        def on_diverged(index, message):
+            failures[bound[index][2]] = message
+
+        train(learners, view.victim_images, view.victim_labels, schedule, hflip=self.data.info.hflip, seed=seed,
+              teacher=teacher.model if uses_teacher else None, on_epoch=on_epoch, on_diverged=on_diverged)
+        seconds = (time.perf_counter() - started) / len(bound)  # lock-step time, shared evenly
+        for student, method, key, distiller, arch, name, history in bound:
+            if key in failures:
+                continue
+            method.parts.eval()
+            tensors = {**prefixed("model", student.state_dict()), **prefixed("parts", method.parts.state_dict())}
+            meta = {"result": {}, "spec": {"seed": seed, "distiller": distiller.label, "student": arch.label},
+                    "inputs": [teacher.key],
+                    "description": name, "history": history, "lockstep": len(bound), **self.provenance(seconds)}
+            self.store.save("student", key, tensors, meta)
+            self.finished("student", key, name, meta["seconds"], False)
+        return failures
+
+    # ------------------------------------------------------------------ measurements
+
+    def evaluate(self, model_key: str, model, teacher: Teacher) -> dict:
+        """CA of a model, and its ASR/RA/TITG under the teacher's trigger if it has one (cached)."""
+        trigger_key = teacher.key if teacher.backdoor else None
+        key = self.evaluation_key(model_key, trigger_key)
+        return self.stage("evaluation", key, f"evaluation {model_key[:8]}", 0,
+                          lambda on_epoch: ({}, measure(model, self.load_data(), teacher.backdoor)),
+                          {}, [model_key] + ([trigger_key] if trigger_key else []))[1]["result"]
+
+    def defense(self, view, defense: Resolved, role: str, model, model_key: str, teacher: Teacher, seed) -> dict:
+        """One defense's result on one model (cached)."""
+        key = self.defense_key(seed, defense, model_key, teacher.key if teacher.backdoor else None)
+        return self.stage("defense", key, f"{defense.label} on {role} {model_key[:8]}", 0,
+                          lambda on_epoch: ({}, defend(self, defense.component, model, model_key, teacher, view)),
+                          {"defense": defense.label, "role": role, "seed": seed},
+                          [model_key] + ([teacher.key] if teacher.backdoor else []))[1]["result"]
+
+
+def student_description(distiller: Resolved, arch: Resolved, teacher: Teacher) -> str:
+    return f"{distiller.label} student {arch.label} of teacher {teacher.key[:8]}"
+
+
+def device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
+def describe(error: Exception) -> str:
+    """An error as one line: its type, message and where it was raised."""
+    import traceback
+    from pathlib import Path
+
+    where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    suffix = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"{type(error).__name__}: {error}{suffix}"
