@@ -52,12 +52,22 @@ class Runner:
         job finishes, with every row finished so far, so a caller can write them."""
         plan = plan or self.plan()
         rows = Rows(plan, self.stages)
-        failed = {}
+        failed, announced = {}, set()
+
+        def finished_rows():
+            """Every row finished so far; ``cell_finished`` for those that were not before."""
+            distillation, detection = rows.assemble(failed)
+            for row in distillation:
+                cell = tuple(row[k] for k in ("dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed"))
+                if cell not in announced:
+                    announced.add(cell)
+                    self.host.pm.hook.cell_finished(row=row)
+            return distillation, detection
 
         def on_job(job, failures):
             failed.update(failures)
             if on_rows:
-                on_rows(*rows.assemble(failed))
+                on_rows(*finished_rows())
 
         failed.update(self.executor.execute(plan, self.stages, self.worker(), on_job))
-        return rows.assemble(failed)
+        return finished_rows()

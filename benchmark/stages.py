@@ -19,7 +19,6 @@ from .attack import AttackContext
 from .claims import Claims
 from .data import ImageData, stratified_split
 from .detection import defend
-from .errors import ConfigError
 from .metrics import measure
 from .network import Network
 from .registry import Suite, spec
@@ -288,125 +287,11 @@ class Stages:
         Returns {(distiller label, student label): (deployed model, key, seconds)} and, for a
         student that failed, its error string in place of the tuple.
         """
+        from .lockstep import LockStep
+
         distillers = distillers or [self.resolve("distiller", str(s)) for s in self.suite.distillers]
         students = students or [self.resolve("architecture", str(s)) for s in self.suite.students]
-        jobs = {(d.label, a.label): (d, a, self.student_key(seed, teacher.key, d, a)) for d in distillers for a in students}
-        result, failures = {}, {}
-        while len(result) < len(jobs):
-            failures.update(self._train_missing(view, teacher, seed, list(jobs.values()), failures))
-            for name, (distiller, arch, key) in jobs.items():
-                if name in result:
-                    continue
-                if key in failures:
-                    result[name] = failures[key]
-                    continue
-                try:
-                    result[name] = self.remember("student", key, student_description(distiller, arch, teacher),
-                                                 lambda: self._load_student(view, teacher, distiller, arch, key, seed))
-                except CorruptArtifact:
-                    pass  # moved aside: trained again on the next pass
-        return result
-
-    def _load_student(self, view, teacher, distiller, arch, key, seed):
-        """(deployed model, key, seconds) of a stored student."""
-        tensors, meta = self.store.load("student", key, self.device)
-        model, method = self._bind(view, teacher, distiller, arch, seed)
-        model.load_state_dict(unprefixed("model", tensors))
-        method.parts.load_state_dict(unprefixed("parts", tensors))
-        self.finished("student", key, student_description(distiller, arch, teacher), meta["seconds"], True)
-        return method.deploy(model, teacher.model).eval(), key, meta["seconds"]
-
-    def _train_missing(self, view, teacher, seed, jobs, failed) -> dict:
-        """Train, in one lock-step group, the students that are neither stored nor being trained
-        by another worker, then wait for those that are.  Returns {key: error} of those that failed."""
-        failures = {}
-        while True:
-            mine, theirs = [], []
-            for job in jobs:
-                key = job[2]
-                if key in failed or key in failures or self.store.has("student", key):
-                    continue
-                if not self.claims.acquire("student", key):
-                    theirs.append(job)
-                elif self.store.has("student", key):  # stored between the two checks
-                    self.claims.release("student", key)
-                else:
-                    mine.append(job)
-            if not mine and not theirs:
-                return failures
-            try:
-                failures.update(self._train_group(view, teacher, seed, mine))
-            finally:
-                for job in mine:
-                    self.claims.release("student", job[2])
-            for job in theirs:
-                if not self.claims.wait_for("student", job[2], lambda key=job[2]: self.store.has("student", key)):
-                    self.claims.release("student", job[2])  # its owner died: train it on the next pass
-
-    def _train_group(self, view, teacher, seed, jobs) -> dict:
-        """``_distill``; if the group fails as a whole, each student alone, to find the one that fails."""
-        try:
-            return self._distill(view, teacher, jobs, seed)
-        except ConfigError:
-            raise
-        except Exception as error:  # noqa: BLE001 - a failing student fails its own cells only
-            if len(jobs) == 1:
-                return {jobs[0][2]: describe(error)}
-            return {k: v for job in jobs for k, v in self._train_group(view, teacher, seed, [job]).items()}
-
-    def _bind(self, view, teacher, distiller, arch, seed):
-        """A fresh student and a fresh distiller instance set up for it."""
-        student = self.new_network(arch, seed)
-        method = copy.deepcopy(distiller.component)
-        probe = view.victim_images[:8].float().div(255)
-        with torch.no_grad():
-            teacher_probe = teacher.model.eval().run(probe, method.needs)
-            student_probe = student.eval().run(probe, method.needs)
-        method.setup(teacher.model, student, teacher_probe, student_probe)
-        method.parts.to(self.device)
-        return student, method
-
-    def _distill(self, view, teacher, jobs, seed) -> dict:
-        """Distil the students of ``jobs`` in lock-step and store each; {key: error} of those that diverged."""
-        if not jobs:
-            return {}
-        failures, learners, bound = {}, [], []
-        schedule = self.schedule("student_epochs")
-        for distiller, arch, key in jobs:
-            student, method = self._bind(view, teacher, distiller, arch, seed)
-            name = student_description(distiller, arch, teacher)
-            learners.append(Learner(student, method.loss, list(student.parameters()) + list(method.parts.parameters()),
-                                    method.needs, name=name))
-            bound.append((student, method, key, distiller, arch, name, []))
-        for _, method, key, _, _, name, _ in bound:
-            method.parts.train()
-            self.reporter.stage_started("student", key, name, schedule.epochs)
-            self.host.pm.hook.stage_started(stage="student", spec_hash=key, description=name)
-        uses_teacher = any(job[3].registration.cls.uses_teacher for job in bound)
-        started = time.perf_counter()
-
-        def on_epoch(epoch, metrics):
-            for i, (_, _, key, _, _, _, history) in enumerate(bound):
-                if key not in failures:
-                    self.on_epoch("student", key, history)(epoch, {k: values[i] for k, values in metrics.items()})
-
-        def on_diverged(index, message):
-            failures[bound[index][2]] = message
-
-        train(learners, view.victim_images, view.victim_labels, schedule, hflip=self.data.info.hflip, seed=seed,
-              teacher=teacher.model if uses_teacher else None, on_epoch=on_epoch, on_diverged=on_diverged)
-        seconds = (time.perf_counter() - started) / len(bound)  # lock-step time, shared evenly
-        for student, method, key, distiller, arch, name, history in bound:
-            if key in failures:
-                continue
-            method.parts.eval()
-            tensors = {**prefixed("model", student.state_dict()), **prefixed("parts", method.parts.state_dict())}
-            meta = {"result": {}, "spec": {"seed": seed, "distiller": distiller.label, "student": arch.label},
-                    "inputs": [teacher.key],
-                    "description": name, "history": history, "lockstep": len(bound), **self.provenance(seconds)}
-            self.store.save("student", key, tensors, meta)
-            self.finished("student", key, name, meta["seconds"], False)
-        return failures
+        return LockStep(self, view, teacher, seed).students(distillers, students)
 
     # ------------------------------------------------------------------ measurements
 
@@ -425,10 +310,6 @@ class Stages:
                           lambda on_epoch: ({}, defend(self, defense.component, model, model_key, teacher, view)),
                           {"defense": defense.label, "role": role, "seed": seed},
                           [model_key] + ([teacher.key] if teacher.backdoor else []))[1]["result"]
-
-
-def student_description(distiller: Resolved, arch: Resolved, teacher: Teacher) -> str:
-    return f"{distiller.label} student {arch.label} of teacher {teacher.key[:8]}"
 
 
 def device_name(device) -> str:

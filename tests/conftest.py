@@ -2,6 +2,7 @@
 import dataclasses
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -77,10 +78,8 @@ SMALL = ["quick", "--epochs", "3", "--defenses", "strip(n=8)", "--device", "cpu"
 ROW_KEYS = ["attack", "distiller", "student_arch", "seed"]
 
 
-def table(out) -> "pd.DataFrame":
+def table(out) -> pd.DataFrame:
     """A leaderboard's distillation.csv, rows in a fixed order."""
-    import pandas as pd
-
     return pd.read_csv(Path(out) / "distillation.csv").sort_values(ROW_KEYS).reset_index(drop=True)
 
 

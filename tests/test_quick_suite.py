@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+import kdbench
 from kdbench.cli import main
 from kdbench.leaderboard import METRICS
 from kdbench.registry import load_registry
@@ -54,10 +55,20 @@ def test_values_are_fractions_and_rows_carry_provenance(quick):
 
 
 def test_a_second_run_recomputes_nothing(quick, host, store):
-    recorder = Recorder()
-    runner = Runner(host, load_registry().suite("quick"), store, "cpu", recorder)
-    distillation, _ = runner.run()
+    recorder, cells = Recorder(), []
+
+    class CellLogger:
+        @kdbench.hookimpl
+        def cell_finished(self, row):
+            cells.append(row["attack"])
+
+    host.pm.register(CellLogger(), name="test-cell-logger")
+    try:
+        distillation, _ = Runner(host, load_registry().suite("quick"), store, "cpu", recorder).run()
+    finally:
+        host.pm.unregister(name="test-cell-logger")
     assert all(cached for _, _, cached in recorder.finished)  # everything stored: nothing even loaded
+    assert sorted(cells) == ["badnets", "blended", "none"]
     again = pd.DataFrame(distillation)[METRICS]
     pd.testing.assert_frame_equal(again.reset_index(drop=True), quick[0][METRICS], check_exact=False, atol=1e-4)
 

@@ -64,11 +64,12 @@ def rows_written(out) -> int:
         return 0
 
 
-def test_sigint_writes_the_finished_rows_and_the_next_run_resumes(small_quick, tmp_path):
+@pytest.mark.parametrize("number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_writes_the_finished_rows_and_the_next_run_resumes(small_quick, tmp_path, number, code):
     process = start(tmp_path / "work", tmp_path / "out")
     wait_until(lambda: rows_written(tmp_path / "out") >= 1)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=120) == 130
+    process.send_signal(number)
+    assert process.wait(timeout=120) == code
     lines = process.stderr.read().strip().splitlines()
     assert lines[-1].startswith("interrupted: the ") and "run the same command again to resume" in lines[-1]
     written = pd.read_csv(tmp_path / "out" / "distillation.csv")
@@ -109,7 +110,7 @@ def test_a_corrupt_teacher_is_set_aside_recomputed_and_reported_by_verify(small_
 
 def test_a_student_whose_loss_turns_nan_fails_its_own_cells_only(small_quick, tmp_path):
     registry = tmp_path / "registry.yaml"
-    registry.write_text("plugins: [nan_distiller]\n")
+    registry.write_text("plugins: [nan_plugins]\n")
     result = CliRunner().invoke(main, ["run", *SMALL, "--registry", str(registry), "--distillers", "kd,kd_nan(at_step=5)",
                                        "--defenses", "", "--workdir", str(small_quick.workdir),
                                        "--out", str(tmp_path)])
@@ -119,6 +120,18 @@ def test_a_student_whose_loss_turns_nan_fails_its_own_cells_only(small_quick, tm
     assert (failed.status == "failed").all() and (ok.status == "ok").all() and len(ok) == 3
     assert failed.error.str.contains(r"kd_nan\(at_step=5\) student small_cnn\(width=16\) of teacher [0-9a-f]{8}: "
                                      r"the loss became nan at epoch 1, step 5 of \d+").all()
+
+
+def test_a_detector_with_non_finite_scores_fails_its_rows(small_quick, tmp_path):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("plugins: [nan_plugins]\n")
+    result = CliRunner().invoke(main, ["run", *SMALL, "--registry", str(registry), "--defenses", "nan_scores,strip(n=8)",
+                                       "--workdir", str(small_quick.workdir), "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    rows = pd.read_csv(tmp_path / "detection.csv")
+    failed, ok = rows[rows.defense == "nan_scores"], rows[rows.defense == "strip(n=8)"]
+    assert len(failed) == 4 and (failed.status == "failed").all() and (ok.status == "ok").all()
+    assert failed.error.str.contains(r"defense nan_scores: \d+ of \d+ scores are not finite").all()
 
 
 def one_line(result, *fragments):
