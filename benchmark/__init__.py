@@ -17,6 +17,8 @@ _EXPORTS = {
     "defense": ["DefenderData", "Defense", "InputDetector", "Mitigation", "ModelDetector", "TrainingDataDetector"],
     "distiller": ["Distiller"],
     "errors": ["ConfigError"],
+    "features": ["common_size", "embedding", "match_size", "matched_stages", "penultimate", "pool_to",
+                 "require_maps", "stage_at"],
     "hookspecs": ["hookimpl"],
     "network": ["Architecture", "Network", "Outputs"],
     "store": ["cache_tensors"],

@@ -13,7 +13,7 @@ from conftest import make_bench
 from kdbench.metrics import clean_accuracy
 from kdbench.registry import spec
 from kdbench.training import Batch
-from kdbench_plugins.distillers._features import matched_stages, stage_at
+from kdbench.features import matched_stages, stage_at
 from kdbench_plugins.distillers.simkd import SimKDNetwork
 
 ZOO = ["none", "simkd", "dist", "fitnet", "at", "rkd", "pkt", "sp", "crd", "dkd"]

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import kdbench
-from kdbench_plugins.defenses._penultimate import penultimate
+from kdbench.features import penultimate
 
 REDUCTIONS = ("ica", "pca")
 

@@ -4,7 +4,7 @@ import dataclasses
 import torch
 
 import kdbench
-from kdbench_plugins.defenses._penultimate import penultimate
+from kdbench.features import penultimate
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.distillers._features import common_size, matched_stages, pool_to, require_maps
+from kdbench.features import common_size, matched_stages, pool_to, require_maps
 
 PAPER_SMALLEST_MAP = 8 * 8  # positions of the smallest attention map in the paper's experiments
 
@@ -26,7 +26,7 @@ class AT(kdbench.Distiller):
 
     The paper pairs the outputs of the groups of two ResNets of equal depth.  For networks
     with different numbers of stages every stage of the shallower one is paired with the
-    stage of the other nearest in relative depth (``_features.matched_stages``), and where a
+    stage of the other nearest in relative depth (``kdbench.matched_stages``), and where a
     pair's resolutions differ the larger attention map is average-pooled to the smaller
     before normalisation (the paper requires equal resolutions).
     """
