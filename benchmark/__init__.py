@@ -18,7 +18,7 @@ _EXPORTS = {
     "distiller": ["Distiller"],
     "errors": ["ConfigError"],
     "features": ["common_size", "embedding", "match_size", "matched_stages", "penultimate", "pool_to",
-                 "require_maps", "stage_at"],
+                 "require_maps", "stage_at", "stage_indices"],
     "hookspecs": ["hookimpl"],
     "network": ["Architecture", "Network", "Outputs"],
     "store": ["cache_tensors"],

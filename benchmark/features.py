@@ -6,6 +6,8 @@ depths, so nothing about their features is assumed beyond what a probe batch sho
 - ``embedding`` and ``penultimate``: the vector a network's classifier reads (timm's
   ``forward_head(pre_logits=True)``), for methods on the penultimate representation (CRD,
   RKD, PKT; activation clustering, spectral signatures);
+- ``stage_indices``: which of ``forward_intermediates``' maps are stage outputs (a stem's
+  output left out);
 - ``stage_at`` and ``matched_stages``: stages of networks with different numbers of stages
   paired by relative depth, the output of stage i of n lying at depth (i + 1) / n;
 - ``match_size``: two feature maps brought to one spatial size by average-pooling the larger;
@@ -17,6 +19,11 @@ import torch.nn.functional as F
 from .data import to_float
 from .errors import ConfigError
 from .network import Network
+
+# The first name of the module timm records (``feature_info``) for a stem's output: ResNet's
+# ``act1``, ResNetV2's and RegNet's ``stem``, the ``conv1``/``bn1``/``conv_stem`` of others.
+STEM_MODULES = frozenset({"act1", "bn1", "conv1", "conv_stem", "stem"})
+
 
 def embedding(network: Network, features: torch.Tensor) -> torch.Tensor:
     """The network's penultimate representation (B×D) from its last feature map."""
@@ -34,6 +41,17 @@ def penultimate(network: Network, images: torch.Tensor, batch_size: int = 1024) 
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
             out.append(embedding(network, network.features(x)).float())
     return torch.cat(out)
+
+
+def stage_indices(network: Network, count: int) -> list[int]:
+    """The indices, among the ``count`` maps ``forward_intermediates`` returns, of the outputs
+    of the network's stages.  timm lists a stem's output first for some families (a ResNet's
+    ``act1``); it is left out.  A body without timm's ``feature_info`` (the small CNN) has
+    stages only."""
+    info = getattr(network.body, "feature_info", None)
+    if not isinstance(info, list) or len(info) != count:
+        return list(range(count))
+    return [i for i, entry in enumerate(info) if entry["module"].split(".")[0] not in STEM_MODULES]
 
 
 def stage_at(count: int, depth: float) -> int:
