@@ -82,21 +82,26 @@ def test_kd_is_softened_kl_plus_cross_entropy(bench):
 
 def test_dist_correlations(bench):
     student, labels = [[1.0, 0.0], [0.0, 1.0]], [0, 1]
-    dist = method(bench, "dist")
+    dist = method(bench, "dist(temperature=1,beta=1,gamma=1)")
     # two classes: every correlation is ±1; the same order gives 0, the opposite order 1 − (−1) = 2 per term
     same = dist.loss(outputs(student), outputs([[2.0, 0.0], [0.0, 2.0]]), batch_of(labels))
     opposite = dist.loss(outputs(student), outputs([[0.0, 2.0], [2.0, 0.0]]), batch_of(labels))
     assert same.item() == pytest.approx(ce(student, labels), abs=1e-6)
     assert opposite.item() == pytest.approx(ce(student, labels) + 4, abs=1e-6)
-    # three classes at τ = 4: numpy's Pearson coefficients on the softened predictions
+
+
+def test_dist_defaults_are_the_official_cifar_config(bench):
+    """hunto/DIST_KD's dist_cifar.yaml: ori_loss_weight 1, kd_loss_weight 2, kd dist_t4, so
+    CE + 2·(τ²·inter + τ²·intra) with τ = 4; numpy's Pearson coefficients on the softened
+    predictions."""
     s = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [0.0, 0.7, 0.2]])
     t = np.array([[3.0, 1.0, 0.0], [0.5, 0.1, 1.5], [-1.0, 2.0, 0.3]])
     soft = lambda z: np.exp(z / 4) / np.exp(z / 4).sum(1, keepdims=True)  # noqa: E731
     ys, yt = soft(s), soft(t)
     inter = 1 - np.mean([np.corrcoef(ys[i], yt[i])[0, 1] for i in range(3)])
     intra = 1 - np.mean([np.corrcoef(ys[:, c], yt[:, c])[0, 1] for c in range(3)])
-    loss = method(bench, "dist(temperature=4)").loss(outputs(s.tolist()), outputs(t.tolist()), batch_of([0, 2, 1]))
-    assert loss.item() == pytest.approx(ce(s.tolist(), [0, 2, 1]) + 16 * (inter + intra), rel=1e-5)
+    loss = method(bench, "dist").loss(outputs(s.tolist()), outputs(t.tolist()), batch_of([0, 2, 1]))
+    assert loss.item() == pytest.approx(ce(s.tolist(), [0, 2, 1]) + 2 * (16 * inter + 16 * intra), rel=1e-5)
 
 
 def test_dkd_decouples_kd(bench):
