@@ -4,11 +4,14 @@ digits (a white 3×3 patch, 10% of the attacker half relabelled to class 0).
 Every bar starts from the paper's claim and states why it sits where it does; option values
 are cut (steps, epochs, images) so the file runs in about two minutes on two CPU cores.
 """
+import math
+
 import pytest
 import torch
 
 import kdbench
 from kdbench.metrics import detection_metrics
+from kdbench_plugins.defenses.scale_up import ScaleUp
 
 INPUTS = 128  # clean test images, and as many triggered non-target ones
 
@@ -60,21 +63,49 @@ def test_cognitive_distillation_finds_poisoned_training_samples(bench, badnets_t
 
 
 def test_scale_up_finds_triggered_inputs(bench, badnets_teacher, inputs):
-    """Guo et al. report AUROC ≥ 0.95 for BadNets; bar 0.85.  This is the data-free score.
-    On digits the per-class score cannot work: the backdoored teacher sends most amplified
-    clean images to the target class too (87% of them at ×11; the clean teacher none), so
-    the defender's clean images of the target class are as consistent as triggered ones."""
-    assert input_auroc(bench, badnets_teacher, inputs, "scale_up(per_class=false)") >= 0.85
+    """Guo et al. report AUROC ≥ 0.95 for BadNets; bar 0.85, at the default (one mean and
+    standard deviation over the defender's correctly classified images, as BackdoorBox's
+    SCALE_UP): a monotone map of the data-free SPC, so the same ranking."""
+    assert input_auroc(bench, badnets_teacher, inputs, "scale_up") >= 0.85
 
 
-def test_scale_up_standardises_per_predicted_class(bench, badnets_teacher):
-    """The defender's own images, scored per class, have mean zero in each predicted class."""
+class Brightness(torch.nn.Module):
+    """A toy classifier: class ⌊10 × mean pixel⌋ (at most 9)."""
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot((x.mean((1, 2, 3)) * 10).floor().clamp(max=9).long(), 10).float()
+
+
+def grey(*levels):
+    return torch.tensor(levels).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
+
+
+def test_scale_up_standardises_like_backdoorbox():
+    """Amplified by 3, 5, 7, 9, 11, a grey level v stays in class 0 while 11·v < 0.1: SPC 1 for
+    v = 0, 4/5 for 0.0095, 2/5 for 0.015, 1/5 for 0.025.  The defender's image of level 0.95
+    is labelled 3 but predicted 9: it is left out of the statistics.  BackdoorBox's
+    init_spc_norm: one mean and torch.std over the clean images."""
+    calibration = kdbench.DefenderData(grey(0.0, 0.0095, 0.015, 0.025, 0.95), torch.tensor([0, 0, 0, 0, 3]), 10)
+    clean = [1.0, 0.8, 0.4, 0.2]
+    mean = sum(clean) / 4
+    std = math.sqrt(sum((v - mean) ** 2 for v in clean) / 3)
+    inputs = grey(0.0095, 0.025, 0.0)
+    scores = ScaleUp(max_scale=11).score(Brightness(), inputs, calibration)
+    assert scores.tolist() == pytest.approx([(0.8 - mean) / std, (0.2 - mean) / std, (1 - mean) / std], rel=1e-5)
+    data_free = ScaleUp(calibration="none").score(Brightness(), inputs, calibration)
+    assert data_free.tolist() == pytest.approx([0.8, 0.2, 1.0])
+
+
+def test_scale_up_per_class_option(bench, badnets_teacher):
+    """The paper's data-limited option: the defender's correctly classified images, scored
+    per class, have mean zero in each predicted class."""
     calibration = bench.view.defender_data()
-    scale_up = detector(bench, "scale_up")
+    scale_up = detector(bench, "scale_up(calibration=per_class)")
     scores = scale_up.score(badnets_teacher.model, calibration.images, calibration)
     predicted = kdbench.predict(badnets_teacher.model, calibration.images)
-    for label in predicted.unique():
-        assert scores[predicted == label].mean().abs() < 1e-5
+    correct = predicted == calibration.labels
+    for label in predicted[correct].unique():
+        assert scores[correct & (predicted == label)].mean().abs() < 1e-5
 
 
 def test_activation_clustering_finds_poisoned_training_samples(bench, badnets_teacher, training_set):
