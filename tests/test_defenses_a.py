@@ -56,6 +56,29 @@ def test_cognitive_distillation_finds_triggered_inputs(bench, badnets_teacher, i
     assert input_auroc(bench, badnets_teacher, inputs, text) >= bar
 
 
+class Constant(torch.nn.Module):
+    """A model whose logits and feature map ignore the image."""
+
+    def forward(self, x):
+        return torch.zeros(len(x), 10)
+
+    def features(self, x):
+        return torch.zeros(len(x), 4, 2, 2)
+
+
+@pytest.mark.parametrize("text, settings", [("cognitive_distillation", (0.1, 0.01, 1.0)),
+                                            ("cognitive_distillation(output=features)", (0.05, 0.001, 10.0)),
+                                            ("cognitive_distillation_data(output=features,lr=0.2)", (0.2, 0.001, 10.0))])
+def test_cognitive_distillation_takes_the_official_settings_of_its_output(bench, text, settings):
+    """CD's runs: CD-L lr 0.1, α = 0.01, β = 1; CD-F lr 0.05, α = 0.001, β = 10.  Against a
+    model that ignores its input only α‖m‖₁ pulls, uniformly, and Adam's first step moves
+    every θ = 1 by −lr: one step leaves ‖m‖₁ = H·W·(tanh(1 − lr) + 1)/2."""
+    cd = detector(bench, text.replace(")", ",steps=1)") if "(" in text else text + "(steps=1)")
+    assert cd.settings() == pytest.approx(settings)
+    norms = cd.mask_norms(Constant(), torch.rand(3, 1, 4, 4))
+    assert norms.tolist() == pytest.approx([16 * (math.tanh(1 - settings[0]) + 1) / 2] * 3, rel=1e-5)
+
+
 def test_cognitive_distillation_finds_poisoned_training_samples(bench, badnets_teacher, training_set):
     """The paper's main use, on the poisoned training set, with CD-F; bar as for inputs.
     The first 200 samples hold 27 poisoned ones."""
