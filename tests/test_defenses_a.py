@@ -12,6 +12,7 @@ import torch
 
 import kdbench
 from kdbench.metrics import detection_metrics
+from kdbench_plugins.defenses.activation_clustering import ActivationClustering
 from kdbench_plugins.defenses.scale_up import ScaleUp
 from kdbench_plugins.defenses.spectral_signatures import SpectralSignatures
 
@@ -138,6 +139,44 @@ def test_activation_clustering_finds_poisoned_training_samples(bench, badnets_te
     holds only about 60 samples for a 10-dimensional ICA (the target label: 60 clean, 60
     poisoned)."""
     assert training_auroc(bench, badnets_teacher, *training_set, "activation_clustering") >= 0.85
+
+
+def two_labels(seed=0):
+    """Activations of two labels in 12 dimensions: label 0 holds a tight shifted group of 40
+    among 200 samples, label 1 is one cloud of 150."""
+    rng = np.random.default_rng(seed)
+    label0 = rng.normal(size=(200, 12))
+    label0[:40] = rng.normal(size=(40, 12)) * 0.3 + 4.0
+    return np.concatenate([label0, rng.normal(size=(150, 12))]), np.array([0] * 200 + [1] * 150)
+
+
+def test_activation_clustering_scores_as_the_paper_and_as_cd():
+    """silhouette_size: the label's silhouette score times one minus the sample's cluster
+    share; CD's analysis/activation_clustering.py: 2-means on the raw activations and
+    sklearn's silhouette_samples of each sample.  ICA's three components split off the
+    shifted group (with ten unit-variance components, the one direction that separates it
+    weighs no more than nine of noise, and 2-means splits the noise)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import roc_auc_score, silhouette_samples, silhouette_score
+
+    activations, labels = two_labels()
+    paper = np.zeros(350)
+    cd = np.zeros(350)
+    for label in (0, 1):
+        own = activations[labels == label]
+        reduced = PCA(n_components=10, random_state=0).fit_transform(own)
+        clusters = KMeans(n_clusters=2, n_init=10, random_state=0).fit_predict(reduced)
+        share = np.bincount(clusters)[clusters] / len(own)
+        paper[labels == label] = max(silhouette_score(reduced, clusters), 0) * (1 - share)
+        raw = KMeans(n_clusters=2, n_init=10, random_state=0).fit_predict(own)
+        cd[labels == label] = silhouette_samples(own, raw)
+    pca = ActivationClustering(reduction="pca").scores(activations, labels)
+    assert pca == pytest.approx(paper, abs=1e-9)
+    sample = ActivationClustering(reduction="none", score_form="sample_silhouette").scores(activations, labels)
+    assert sample == pytest.approx(cd, abs=1e-9)
+    shifted = np.arange(350) < 40
+    assert roc_auc_score(shifted, ActivationClustering(dims=3).scores(activations, labels)) == 1.0
 
 
 def test_spectral_signatures_finds_poisoned_training_samples(bench, badnets_teacher, training_set):
