@@ -12,6 +12,7 @@ import torch
 
 import kdbench
 from kdbench.metrics import detection_metrics
+from kdbench_plugins.defenses import abl_loss as abl_module
 from kdbench_plugins.defenses.activation_clustering import ActivationClustering
 from kdbench_plugins.defenses.scale_up import ScaleUp
 from kdbench_plugins.defenses.spectral_signatures import SpectralSignatures
@@ -228,6 +229,27 @@ def test_abl_loss_finds_poisoned_training_samples(bench, badnets_teacher, traini
     """Li et al. isolate BadNets samples among the lowest-loss 1% with precision near 1;
     bar 0.9 with 5 isolation epochs instead of 20."""
     assert training_auroc(bench, badnets_teacher, *training_set, "abl_loss(epochs=5)") >= 0.9
+
+
+def test_abl_loss_cd_variant_averages_the_epochs(bench, monkeypatch):
+    """CD's analysis/abl.py: minus the per-sample cross-entropy averaged over the ends of the
+    epochs of ordinary training; each measurement in eval mode, training going on after it."""
+    measured = []
+    original = abl_module._sample_losses
+
+    def spy(model, images, labels):
+        measured.append(original(model, images, labels))
+        return measured[-1]
+
+    monkeypatch.setattr(abl_module, "_sample_losses", spy)
+    torch.manual_seed(0)
+    model = bench.resolve("architecture", "small_cnn(width=4)").component.network(bench.data.info)
+    images, labels = bench.view.attacker_images[:32], bench.view.attacker_labels[:32]
+    text = "abl_loss(loss=cross_entropy,average_epochs=true,epochs=2,batch_size=16)"
+    scores = detector(bench, text).score(model, images, labels, None)
+    assert len(measured) == 2
+    assert torch.allclose(scores, -(measured[0] + measured[1]) / 2)
+    assert not torch.allclose(measured[0], measured[1])
 
 
 # 150 steps of 16 images with patience 3 instead of 1000 steps of 1000 with patience 5: enough
