@@ -11,6 +11,7 @@ import torch
 
 import kdbench
 from kdbench.metrics import attack_metrics, clean_accuracy, detection_metrics
+from kdbench_plugins.defenses import ibd_psc as ibd_psc_module
 
 CA_MARGIN = 0.05  # the largest clean-accuracy drop a mitigation may cost on digits
 needs_imagecorruptions = pytest.mark.skipif(importlib.util.find_spec("imagecorruptions") is None,
@@ -43,6 +44,26 @@ def input_auroc(bench, teacher, text, per_side=None):
 def test_ibd_psc_separates_triggered_inputs(bench, badnets_teacher):
     # Hou et al. report an AUROC close to 1 against BadNets; 0.9 leaves room for digits' six BN layers.
     assert input_auroc(bench, badnets_teacher, "ibd_psc") >= 0.9
+
+
+def test_ibd_psc_scales_the_layers_after_the_first_depth(bench, badnets_teacher, monkeypatch):
+    """BackdoorBox's IBD_PSC: prob_start finds the fewest last BN layers k whose scaling
+    pushes the clean error above ξ; _test then scales sorted_indices[:layer_index + 1] for
+    layer_index = k … k + n − 1, i.e. the last k + 1 … k + n layers (at most all six)."""
+    scaled_depths = []
+    original = ibd_psc_module._scaled
+
+    def spy(model, norms, scale):
+        scaled_depths.append(len(norms))
+        return original(model, norms, scale)
+
+    monkeypatch.setattr(ibd_psc_module, "_scaled", spy)
+    images = kdbench.to_float(bench.data.test_images[:16])
+    make(bench, "ibd_psc(n=3)").score(badnets_teacher.model, images, bench.view.defender_data())
+    first = scaled_depths[:-3]  # the search tries 1, 2, …, k layers
+    assert first == list(range(1, len(first) + 1))
+    k = first[-1]
+    assert scaled_depths[-3:] == [min(k + 1, 6), min(k + 2, 6), min(k + 3, 6)]
 
 
 @needs_imagecorruptions
