@@ -49,11 +49,14 @@ def training_auroc(bench, teacher, images, labels, positive, text):
     return detection_metrics(scores, positive)[0]
 
 
-@pytest.mark.parametrize("output, bar", [("logits", 0.8), ("features", 0.85)])
+@pytest.mark.parametrize("output, bar", [("logits", 0.8), ("features", 0.8)])
 def test_cognitive_distillation_finds_triggered_inputs(bench, badnets_teacher, inputs, output, bar):
     """Huang et al. report AUROC close to 1 for BadNets on CIFAR-10.  Here 30 steps instead of
     100, and digits are strokes on a black background that the random colour would
-    overwrite, so clean and triggered masks alike keep much of the image."""
+    overwrite, so clean and triggered masks alike keep much of the image.  CD-F with its
+    own settings (α = 0.001, β = 10, learning rate 0.05) separates a little less on digits
+    than with CD-L's: 0.85 on two teachers (trained with 1 and 2 threads) against 0.87 and
+    0.88, and no better with more steps (0.81 and 0.83 at 100)."""
     text = f"cognitive_distillation(output={output},steps=30)"
     assert input_auroc(bench, badnets_teacher, inputs, text) >= bar
 
@@ -82,11 +85,12 @@ def test_cognitive_distillation_takes_the_official_settings_of_its_output(bench,
 
 
 def test_cognitive_distillation_finds_poisoned_training_samples(bench, badnets_teacher, training_set):
-    """The paper's main use, on the poisoned training set, with CD-F; bar as for inputs.
-    The first 200 samples hold 27 poisoned ones."""
+    """The paper's main use, on the poisoned training set, with CD-F.  The first 200 samples
+    hold 27 poisoned ones.  With CD-F's own settings, 0.77 and 0.82 on two teachers at 30
+    steps (0.72 and 0.80 at 100; 0.82 and 0.85 with CD-L's settings); bar 0.7."""
     images, labels, positive = (part[:200] for part in training_set)
     text = "cognitive_distillation_data(output=features,steps=30)"
-    assert training_auroc(bench, badnets_teacher, images, labels, positive, text) >= 0.85
+    assert training_auroc(bench, badnets_teacher, images, labels, positive, text) >= 0.7
 
 
 def test_scale_up_finds_triggered_inputs(bench, badnets_teacher, inputs):
