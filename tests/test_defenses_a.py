@@ -140,10 +140,21 @@ def test_scale_up_per_class_option(bench, badnets_teacher):
 
 
 def test_activation_clustering_finds_poisoned_training_samples(bench, badnets_teacher, training_set):
-    """Chen et al. detect MNIST poison almost perfectly; bar 0.85 because a digits label
-    holds only about 60 samples for a 10-dimensional ICA (the target label: 60 clean, 60
-    poisoned)."""
-    assert training_auroc(bench, badnets_teacher, *training_set, "activation_clustering") >= 0.85
+    """Chen et al. detect MNIST poison almost perfectly, the poison being the smaller of the
+    two clusters of its label.  The quick suite's target label is half poisoned (60 clean,
+    60 poisoned), so, as for spectral signatures, the detector sees 12 of the poisoned
+    samples (ε ≈ 17%).  And ICA whitens: each of its 10 components has unit variance, so the
+    one direction that separates the poison weighs no more than the nine others, which a
+    label of about 60 samples leaves to chance; the split then hangs on ICA's random start
+    (AUROC 0.24 to 0.96 over six ICA seeds on one teacher, 0.41 to 0.95 on a teacher
+    trained with two threads instead of one), while 3 components give 1.00 for every seed
+    on both; bar 0.85."""
+    images, labels, positive = training_set
+    keep = ~positive | (positive.cumsum(0) <= 12)
+    on_device = keep.to(images.device)
+    auroc = training_auroc(bench, badnets_teacher, images[on_device], labels[on_device], positive[keep],
+                           "activation_clustering(dims=3)")
+    assert auroc >= 0.85
 
 
 def two_labels(seed=0):

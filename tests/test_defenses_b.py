@@ -90,15 +90,16 @@ def test_fct_ranks_poisoned_training_samples(bench, badnets_teacher):
     assert detection_metrics(scores, positive)[0] >= 0.7
 
 
-def repair(bench, teacher, text):
-    """(CA, ASR) of the teacher before and after the mitigation."""
+def repair(bench, teacher, text, calibration=None):
+    """(CA, ASR) of the teacher before and after the mitigation (by default with the
+    defender's clean data)."""
     data, backdoor = bench.data, teacher.backdoor
 
     def measure(model):
         asr = attack_metrics(model, data.test_images, data.test_labels, backdoor["trigger"], backdoor["target"])[0]
         return clean_accuracy(model, data.test_images, data.test_labels), asr
 
-    repaired = make(bench, text).repair(copy.deepcopy(teacher.model), bench.view.defender_data())
+    repaired = make(bench, text).repair(copy.deepcopy(teacher.model), calibration or bench.view.defender_data())
     return measure(teacher.model), measure(repaired)
 
 
@@ -112,9 +113,18 @@ def test_fine_pruning_removes_most_of_the_backdoor(bench, badnets_teacher):
 
 
 def test_nad_removes_most_of_the_backdoor(bench, badnets_teacher):
-    # Li et al. bring BadNets' ASR from 100 % to under 4 % on CIFAR-10; with β scaled down for the
-    # small CNN's 2×2 last map (5000 collapses it), the ASR must fall below 0.2.
-    (ca, asr), (ca_after, asr_after) = repair(bench, badnets_teacher, "nad(lr=0.05,batch_size=16,beta=100)")
+    # Li et al. bring BadNets' ASR from 100 % to under 4 % on CIFAR-10 at 3.5 points of clean
+    # accuracy, fine-tuning on 5 % of the training set (2,500 images).  The quick suite's
+    # defender holds 60 digits, and fine-tuning on so few costs clean accuracy by itself: NAD's
+    # drop there was 0.035 to 0.077 over 4 seeds on each of two teachers (trained with 1 and 2
+    # threads), around the 0.05 bar whatever the method does.  So NAD gets 300 clean images of
+    # the victim half (drop 0 to 0.010, ASR at most 0.05 over the same 8 runs), 5 teacher
+    # epochs (the authors fine-tune for 5 to 10) and 10 NAD epochs; β scaled down for the small
+    # CNN's 2×2 last map (5000 collapses it).  The ASR must fall below 0.2.
+    clean = kdbench.DefenderData(bench.view.victim_images[:300], bench.view.victim_labels[:300],
+                                 bench.data.info.num_classes)
+    text = "nad(lr=0.05,batch_size=32,beta=100,teacher_epochs=5,epochs=10)"
+    (ca, asr), (ca_after, asr_after) = repair(bench, badnets_teacher, text, clean)
     assert asr > 0.9 and asr_after < 0.2
     assert ca - ca_after <= CA_MARGIN
 
