@@ -17,7 +17,7 @@ from kdbench.training import Batch
 from kdbench.features import matched_stages, stage_at
 from kdbench_plugins.distillers.simkd import SimKDNetwork
 
-ZOO = ["none", "simkd", "dist", "fitnet", "at", "rkd", "pkt", "sp", "crd", "dkd"]
+ZOO = ["none", "simkd", "dist", "fitnet", "at(min_positions=64)", "rkd", "pkt", "sp", "crd", "dkd"]  # as quick-methods
 STUDENT = "small_cnn(width=8)"
 SMALL_CNN = types.SimpleNamespace(body=None)  # a network without timm's feature_info: every map is a stage
 
