@@ -46,26 +46,6 @@ def test_ibd_psc_separates_triggered_inputs(bench, badnets_teacher):
     assert input_auroc(bench, badnets_teacher, "ibd_psc") >= 0.9
 
 
-def test_ibd_psc_scales_the_layers_after_the_first_depth(bench, badnets_teacher, monkeypatch):
-    """BackdoorBox's IBD_PSC: prob_start finds the fewest last BN layers k whose scaling
-    pushes the clean error above ξ; _test then scales sorted_indices[:layer_index + 1] for
-    layer_index = k … k + n − 1, i.e. the last k + 1 … k + n layers (at most all six)."""
-    scaled_depths = []
-    original = ibd_psc_module._scaled
-
-    def spy(model, norms, scale):
-        scaled_depths.append(len(norms))
-        return original(model, norms, scale)
-
-    monkeypatch.setattr(ibd_psc_module, "_scaled", spy)
-    images = kdbench.to_float(bench.data.test_images[:16])
-    make(bench, "ibd_psc(n=3)").score(badnets_teacher.model, images, bench.view.defender_data())
-    first = scaled_depths[:-3]  # the search tries 1, 2, …, k layers
-    assert first == list(range(1, len(first) + 1))
-    k = first[-1]
-    assert scaled_depths[-3:] == [min(k + 1, 6), min(k + 2, 6), min(k + 3, 6)]
-
-
 @needs_imagecorruptions
 def test_teco_separates_triggered_inputs(bench, badnets_teacher):
     # Liu et al. report an AUROC close to 1 against BadNets; six of the corruptions on 40 + 40
@@ -137,6 +117,24 @@ def timm_case(bench):
     network = bench.resolve("architecture", "timm(model=resnet10t)").component.network(bench.data.info).eval()
     calibration = bench.view.defender_data()
     return network, kdbench.DefenderData(calibration.images[:16], calibration.labels[:16], calibration.num_classes)
+
+
+def test_ibd_psc_scales_the_layers_after_the_first_depth(bench, timm_case, monkeypatch):
+    """BackdoorBox's IBD_PSC: prob_start finds the fewest last BN layers k whose scaling
+    pushes the clean error above ξ; _test then scales sorted_indices[:layer_index + 1] for
+    layer_index = k … k + n − 1, i.e. the last k + 1 … k + n layers.  On the untrained
+    ResNet (many BN layers, clean error above ξ from the start) k = 1: depths 2, 3, 4."""
+    scaled_depths = []
+    original = ibd_psc_module._scaled
+
+    def spy(model, norms, scale):
+        scaled_depths.append(len(norms))
+        return original(model, norms, scale)
+
+    monkeypatch.setattr(ibd_psc_module, "_scaled", spy)
+    network, calibration = timm_case
+    make(bench, "ibd_psc(n=3)").score(network, kdbench.to_float(bench.data.test_images[:8]), calibration)
+    assert scaled_depths == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("text", ["ibd_psc(n=2)", "frequency(epochs=1)",
