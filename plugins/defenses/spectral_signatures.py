@@ -29,8 +29,9 @@ class SpectralSignatures(kdbench.TrainingDataDetector):
     scales.  So each score is normalised (``normalise``):
 
     - ``per_class_mad`` (default): within its label, 0.6745·(s − median)/MAD, the modified
-      z-score with the label's median and median absolute deviation.  It keeps its sign:
-      like the per-label removal, it flags the high scores of a label, not the low ones;
+      z-score with the label's median and median absolute deviation, sign kept.  Increasing
+      within each label, it keeps the authors' ranking of every label (they remove its
+      highest scores) and only brings the labels to one scale;
     - ``global_mad``: 0.6745·|s − median|/MAD over the whole training set at once, as CD's
       evaluation does with pyod's ``MAD`` (HanxunH/CognitiveDistillation,
       ``analysis/spectral_signatures.py``): one scale for every label, and two-sided;
@@ -38,7 +39,7 @@ class SpectralSignatures(kdbench.TrainingDataDetector):
 
     Deviations: CD and kdbench read the pooled penultimate activations, where the authors'
     code reads the flattened map of an inner block of the last stage; a label whose MAD is 0
-    (fewer than three distinct scores) is centred but left unscaled.
+    (fewer than three distinct scores) is divided by 1 instead.
     """
 
     name = "spectral_signatures"
