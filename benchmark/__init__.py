@@ -18,6 +18,8 @@ _EXPORTS = {
     "distiller": ["Distiller"],
     "errors": ["ConfigError"],
     "executor": ["Executor", "ForwardingReporter", "JobGraph", "Worker", "run_job"],
+    "features": ["common_size", "embedding", "match_size", "matched_stages", "penultimate", "pool_to",
+                 "require_maps", "stage_at", "stage_indices"],
     "hookspecs": ["hookimpl"],
     "network": ["Architecture", "Network", "Outputs"],
     "stages": ["Reporter"],

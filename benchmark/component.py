@@ -1,5 +1,6 @@
 """The base of every pluggable component: a dataclass whose fields are its options."""
 import dataclasses
+import typing
 from typing import ClassVar
 
 from .errors import ConfigError
@@ -52,9 +53,21 @@ class Component:
         return cls(**typed)
 
 
+def _scalar_type(annotation):
+    """The scalar type an option is declared with (``float`` for ``float | None``), or None."""
+    if isinstance(annotation, str):
+        return {"int": int, "float": float, "bool": bool, "str": str}.get(annotation.removesuffix(" | None"))
+    members = [member for member in typing.get_args(annotation) if member is not type(None)]
+    if len(members) == 1:
+        annotation = members[0]
+    return annotation if isinstance(annotation, type) else None
+
+
 def _coerce(owner, field, value):
     """Convert command-line strings and YAML scalars to the field's declared scalar type."""
-    kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "bool": bool, "str": str}.get(field.type)
+    kind = _scalar_type(field.type)
+    if value is None and field.default is None:
+        return value
     if kind is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     try:

@@ -47,6 +47,11 @@ def test_option_of_the_wrong_type(tmp_path):
     assert "patch_size must be int" in line
 
 
+def test_optional_option_of_the_wrong_type(tmp_path):
+    line = one_line_error(run("run", "--defenses", "cognitive_distillation(lr=fast)", "--workdir", str(tmp_path)))
+    assert "lr must be float" in line
+
+
 def test_poison_rate_outside_the_unit_interval(tmp_path):
     line = one_line_error(run("run", "--attacks", "blended(poison_rate=1.5)", "--workdir", str(tmp_path)))
     assert "poison_rate must be in [0.0, 1.0], got 1.5" in line

@@ -6,6 +6,7 @@ import torch
 import kdbench
 
 OUTPUTS = ("logits", "features")
+OFFICIAL = {"logits": (0.1, 0.01, 1.0), "features": (0.05, 0.001, 10.0)}  # (lr, α, β) of CD-L and CD-F
 
 
 @dataclasses.dataclass
@@ -21,8 +22,11 @@ class _CognitiveDistillation(kdbench.Defense):
     TV(m) the summed squared differences of neighbouring mask pixels over the number of
     pixels.  ``output`` = ``logits`` is CD-L, ``features`` is CD-F (the last feature map).
     The mask of a triggered input shrinks to the trigger, so the score is −‖m‖₁ (higher =
-    more suspicious).  The defaults are the paper's: 100 steps of Adam with learning rate
-    0.1 and betas (0.1, 0.1), α = 0.01, β = 1.
+    more suspicious).  The defaults are the authors' code's (HanxunH/CognitiveDistillation,
+    ``detection/cognitive_distillation.py``, run by ``extract.py`` with the settings of the
+    mask files ``detect_analysis.py`` reads): 100 steps of Adam with betas (0.1, 0.1), and
+    per output: CD-L learning rate 0.1, α = 0.01, β = 1; CD-F learning rate 0.05, α = 0.001,
+    β = 10.  ``lr``, ``alpha`` and ``beta`` left unset take the values of the chosen output.
 
     Deviations: the images are optimised in batches on the device and the per-image
     objectives are summed rather than averaged, so that (Adam being scale-invariant) an
@@ -32,19 +36,27 @@ class _CognitiveDistillation(kdbench.Defense):
 
     paper = "Huang et al., Distilling Cognitive Backdoor Patterns within an Image, ICLR 2023"
 
+    version = "2"
+
     output: str = "logits"
     steps: int = 100
-    lr: float = 0.1
-    alpha: float = 0.01
-    beta: float = 1.0
+    lr: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
     batch_size: int = 512
     seed: int = 0
 
     def validate(self):
         if self.output not in OUTPUTS:
             raise kdbench.ConfigError(f"{self.name}: output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
-        if min(self.steps, self.batch_size) < 1 or self.lr <= 0 or min(self.alpha, self.beta) < 0:
+        lr, alpha, beta = self.settings()
+        if min(self.steps, self.batch_size) < 1 or lr <= 0 or min(alpha, beta) < 0:
             raise kdbench.ConfigError(f"{self.name}: steps and batch_size must be ≥ 1, lr > 0, alpha and beta ≥ 0")
+
+    def settings(self) -> tuple[float, float, float]:
+        """(learning rate, α, β): the options given, the official values of ``output`` for the others."""
+        given = (self.lr, self.alpha, self.beta)
+        return tuple(official if value is None else value for value, official in zip(given, OFFICIAL[self.output]))
 
     def mask_norms(self, model, images: torch.Tensor) -> torch.Tensor:
         """‖m‖₁ of the distilled mask of every image (uint8 or float pixels)."""
@@ -60,15 +72,16 @@ class _CognitiveDistillation(kdbench.Defense):
 
     def _distill(self, model, x, generator):
         n, channels, height, width = x.shape
+        lr, alpha, beta = self.settings()
         with torch.no_grad():
             reference = self._output(model, x)
         theta = torch.ones(n, 1, height, width, device=x.device, requires_grad=True)
-        optimizer = torch.optim.Adam([theta], lr=self.lr, betas=(0.1, 0.1))
+        optimizer = torch.optim.Adam([theta], lr=lr, betas=(0.1, 0.1))
         for _ in range(self.steps):
             mask = (torch.tanh(theta) + 1) / 2
             colour = torch.rand(n, channels, 1, 1, device=x.device, generator=generator)
             kept = (self._output(model, x * mask + (1 - mask) * colour) - reference).abs().mean(1)
-            objective = kept + self.alpha * mask.sum((1, 2, 3)) + self.beta * _total_variation(mask)
+            objective = kept + alpha * mask.sum((1, 2, 3)) + beta * _total_variation(mask)
             theta.grad, = torch.autograd.grad(objective.sum(), theta)
             optimizer.step()
         return ((torch.tanh(theta) + 1) / 2).detach().sum((1, 2, 3))

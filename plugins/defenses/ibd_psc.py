@@ -12,28 +12,32 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)  # timm's BatchNormAct2d is a BatchNorm
 
 @dataclasses.dataclass
 class IbdPsc(kdbench.InputDetector):
-    """IBD-PSC (Hou, Zhu, Wen, Li, Zou, Zhang, Xia, Huang & Xia, "IBD-PSC: Input-level Backdoor
-    Detection via Parameter-oriented Scaling Consistency", ICML 2024).
+    """IBD-PSC (Hou, Feng, Hua, Luo, Zhang & Li, "IBD-PSC: Input-level Backdoor Detection via
+    Parameter-oriented Scaling Consistency", ICML 2024; the authors' code is BackdoorBox's
+    ``core/defenses/IBD_PSC.py``, which this follows).
 
-    Scaling the weight and bias of the last ``k`` BatchNorm layers (in the order a forward
-    pass meets them, so that modules a deployed model holds but does not run, such as the
-    teacher's body inside a SimKD student, are left out) by ``scale`` makes a benign model's
-    predictions collapse, while a triggered input keeps its prediction.  The
-    first ``k`` is chosen adaptively on the defender's clean calibration data: the smallest
-    number of scaled layers at which the error rate on that data exceeds ``xi``.  ``n``
-    models are then built, scaling the last ``k``, ``k + 1``, …, ``k + n − 1`` layers, and
-    the score of an input is its parameter-oriented scaling consistency: the mean
-    probability those models give to the original model's predicted label.  Paper
-    defaults: n = 5, ξ = 0.6, ω = 1.5.
+    Scaling the weight and bias of the last BatchNorm layers by ``scale`` makes a benign
+    model's predictions collapse, while a triggered input keeps its prediction.  A depth k is
+    chosen adaptively on the defender's clean calibration data: the fewest last BN layers
+    whose scaling pushes the error rate on that data above ``xi`` (``prob_start``).  ``n``
+    models are then built, scaling the last k + 1, k + 2, …, k + n layers (``_test``: the
+    layers ``sorted_indices[:layer_index + 1]`` for ``layer_index`` = k … k + n − 1), and the
+    score of an input is its parameter-oriented scaling consistency: the mean probability
+    those models give to the original model's predicted label.  Defaults: n = 5, ξ = 0.6,
+    scale 1.5.
 
-    Deviations: where no depth reaches the error rate ``xi``, every BN layer is scaled from
-    the start; the ``k + n − 1`` layers are capped at the number of BN layers the model
-    has (the small CNN has six), so a shallow model may average fewer than ``n`` distinct
-    scaled models.
+    Deviations: the BN layers are ordered as a forward pass meets them, not as the model
+    lists its modules, so that modules a deployed model holds but does not run (the
+    teacher's body inside a SimKD student) are left out; where no depth short of all the
+    BN layers reaches the error rate ``xi`` (BackdoorBox then has no depth and fails), k is
+    the number of BN layers; the depths are capped at that number (the small CNN has six),
+    as BackdoorBox's slicing caps them, so a shallow model may average fewer than ``n``
+    distinct scaled models.
     """
 
     name = "ibd_psc"
     paper = "Hou et al., IBD-PSC: Input-level Backdoor Detection via Parameter-oriented Scaling Consistency, ICML 2024"
+    version = "2"
 
     n: int = 5
     xi: float = 0.6
@@ -54,7 +58,7 @@ class IbdPsc(kdbench.InputDetector):
         start = self._first_depth(model, calibration, norms)
         predicted = kdbench.predict(model, images, self.batch_size)
         consistency = torch.zeros(len(images), device=predicted.device)
-        for layers in range(start, start + self.n):
+        for layers in range(start + 1, start + self.n + 1):
             scaled = _scaled(model, norms[-min(layers, len(norms)):], self.scale)
             probs = kdbench.logits(scaled, images, self.batch_size).softmax(1)
             consistency += probs.gather(1, predicted[:, None]).squeeze(1)

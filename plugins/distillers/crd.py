@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kdbench
-from kdbench_plugins.distillers._features import embedding
+from kdbench.features import embedding
 
 
 class MemoryBank(nn.Module):

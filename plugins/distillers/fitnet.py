@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kdbench
-from kdbench_plugins.distillers._features import match_size, require_maps, stage_at
+from kdbench.features import match_size, require_maps, stage_at
 
 
 @dataclasses.dataclass

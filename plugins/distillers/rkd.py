@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.distillers._features import embedding
+from kdbench.features import embedding
 
 
 def distances(x: torch.Tensor) -> torch.Tensor:

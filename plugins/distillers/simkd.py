@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kdbench
-from kdbench_plugins.distillers._features import common_size, pool_to, require_maps
+from kdbench.features import common_size, pool_to, require_maps
 
 
 def bottleneck(in_channels: int, out_channels: int, factor: int, non_negative: bool) -> nn.Sequential:

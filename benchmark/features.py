@@ -1,10 +1,13 @@
-"""Feature access shared by the feature-based distillers (not a plugin: no component here).
+"""What a network computes on the way to its logits, for the methods that read it.
 
 Teacher and student may be any two timm-style networks, of different families, widths and
-depths, so nothing about their features is assumed beyond what the probe batch shows:
+depths, so nothing about their features is assumed beyond what a probe batch shows:
 
-- ``embedding``: the vector a network's classifier reads (timm's ``forward_head(pre_logits=True)``),
-  for methods on the penultimate representation (CRD, RKD, PKT);
+- ``embedding`` and ``penultimate``: the vector a network's classifier reads (timm's
+  ``forward_head(pre_logits=True)``), for methods on the penultimate representation (CRD,
+  RKD, PKT; activation clustering, spectral signatures);
+- ``stage_indices``: which of ``forward_intermediates``' maps are stage outputs (a stem's
+  output left out);
 - ``stage_at`` and ``matched_stages``: stages of networks with different numbers of stages
   paired by relative depth, the output of stage i of n lying at depth (i + 1) / n;
 - ``match_size``: two feature maps brought to one spatial size by average-pooling the larger;
@@ -13,12 +16,42 @@ depths, so nothing about their features is assumed beyond what the probe batch s
 import torch
 import torch.nn.functional as F
 
-import kdbench
+from .data import to_float
+from .errors import ConfigError
+from .network import Network
+
+# The first name of the module timm records (``feature_info``) for a stem's output: ResNet's
+# ``act1``, ResNetV2's and RegNet's ``stem``, the ``conv1``/``bn1``/``conv_stem`` of others.
+STEM_MODULES = frozenset({"act1", "bn1", "conv1", "conv_stem", "stem"})
 
 
-def embedding(network: kdbench.Network, features: torch.Tensor) -> torch.Tensor:
+def embedding(network: Network, features: torch.Tensor) -> torch.Tensor:
     """The network's penultimate representation (B×D) from its last feature map."""
     return network.body.forward_head(features, pre_logits=True).flatten(1)
+
+
+@torch.no_grad()
+def penultimate(network: Network, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Float32 penultimate representations of uint8 or float images, batch by batch, on
+    their device (bf16 autocast on CUDA)."""
+    network.eval()
+    out = []
+    for chunk in images.split(batch_size):
+        x = to_float(chunk)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            out.append(embedding(network, network.features(x)).float())
+    return torch.cat(out)
+
+
+def stage_indices(network: Network, count: int) -> list[int]:
+    """The indices, among the ``count`` maps ``forward_intermediates`` returns, of the outputs
+    of the network's stages.  timm lists a stem's output first for some families (a ResNet's
+    ``act1``); it is left out.  A body without timm's ``feature_info`` (the small CNN) has
+    stages only."""
+    info = getattr(network.body, "feature_info", None)
+    if not isinstance(info, list) or len(info) != count:
+        return list(range(count))
+    return [i for i, entry in enumerate(info) if entry["module"].split(".")[0] not in STEM_MODULES]
 
 
 def stage_at(count: int, depth: float) -> int:
@@ -55,5 +88,5 @@ def require_maps(method: str, **maps: torch.Tensor):
     """Raise a ConfigError unless every named tensor is an N×C×H×W feature map."""
     for role, tensor in maps.items():
         if tensor.dim() != 4:
-            raise kdbench.ConfigError(
+            raise ConfigError(
                 f"{method}: needs N×C×H×W feature maps, but the {role} gives shape {tuple(tensor.shape)}")
