@@ -1,5 +1,11 @@
-"""Shared fixtures: the quick suite's harness on digits, with its teachers trained once per session."""
+"""Shared fixtures: the quick suite's harness on digits, with its teachers trained once per session.
+
+Under pytest-xdist the workers share one work directory: an artifact one of them computes
+(a teacher, a student) the others load, and the claims keep two from computing it at once.
+Each worker then trains with one torch thread, so that two of them share two cores.
+"""
 import dataclasses
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +19,16 @@ from kdbench.stages import Stages
 from kdbench.store import Store
 from kdbench.threat_model import ThreatModel
 
-torch.set_num_threads(2)
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+torch.set_num_threads(1 if WORKER else 2)
+
+
+def shared(tmp_path_factory, name: str) -> Path:
+    """A folder of this test run that every xdist worker sees (the session's own without xdist)."""
+    root = tmp_path_factory.getbasetemp()
+    folder = (root.parent if WORKER else root) / name
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @dataclasses.dataclass
@@ -46,7 +61,7 @@ def host():
 
 @pytest.fixture(scope="session")
 def store(tmp_path_factory):
-    return Store(tmp_path_factory.mktemp("kdbench-work"))
+    return Store(shared(tmp_path_factory, "kdbench-work"))
 
 
 def make_bench(host, store, **overrides) -> Bench:
@@ -96,7 +111,7 @@ def small_quick(tmp_path_factory) -> Finished:
 
     from kdbench.cli import main
 
-    finished = Finished(tmp_path_factory.mktemp("small-work"), tmp_path_factory.mktemp("small-out"))
+    finished = Finished(shared(tmp_path_factory, "small-work"), tmp_path_factory.mktemp("small-out"))
     result = CliRunner().invoke(main, ["run", *SMALL, "--workdir", str(finished.workdir), "--out", str(finished.out)])
     assert result.exit_code == 0, result.output
     return finished

@@ -2,6 +2,7 @@
 table; two runs on one work directory compute each artifact once; a Ray worker killed in the
 middle of a job is retried."""
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ from conftest import SMALL, table
 
 from kdbench.cli import main
 from kdbench.leaderboard import METRICS
+from kdbench.registry import load_registry
+from kdbench.runner import Runner
+from kdbench.store import Store
 
 TESTS = Path(__file__).parent
 
@@ -41,6 +45,20 @@ def test_plan_shows_the_jobs_and_computes_nothing(tmp_path):
     assert lines["clean_teacher"][:3] == ["1", "0", "1"] and lines["teacher"][:3] == ["2", "0", "2"]
     assert lines["students"][:3] == ["3", "0", "3"] and lines["defense"][:3] == ["4", "0", "4"]
     assert not any((tmp_path / stage).exists() for stage in ("clean_teacher", "teacher", "student"))
+
+
+def test_the_plan_is_plain_data_in_dependency_order(host, tmp_path):
+    plan = Runner(host, load_registry().suite("quick-methods"), Store(tmp_path), "cpu").plan()
+    again = pickle.loads(pickle.dumps(plan))
+    assert again.jobs == plan.jobs and again.cells == plan.cells and again.detections == plan.detections
+    stored = set()
+    for job in plan.jobs.values():
+        assert set(job.inputs) <= stored, job.description  # every input is stored by an earlier job
+        stored |= {key for _, key in job.outputs}
+    # 3 attacks and the baseline: 4 teachers, each with one group of 11 distillers' students
+    groups = [job for job in plan.jobs.values() if job.stage == "students"]
+    assert len(groups) == 4 and all(len(job.outputs) == 11 for job in groups)
+    assert len(plan.cells) == 44 and len({cell["student"] for cell in plan.cells}) == 44
 
 
 def test_a_dry_run_after_a_run_finds_everything_stored(small_quick):
