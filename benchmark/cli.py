@@ -190,8 +190,7 @@ def verify(workdir):
     root = Path(workdir) if workdir else default_workdir()
     if not root.is_dir():
         raise ConfigError(f"no work directory at {root}")
-    console = Console()
-    store = Store(root, on_quarantine=lambda message: console.print(message))
+    store = Store(root, on_quarantine=click.echo)
     checked = corrupt = 0
     for stage, key in list(store.artifacts()):
         checked += 1
@@ -199,8 +198,8 @@ def verify(workdir):
         if problem:
             corrupt += 1
             store.quarantine(stage, key, problem)
-    console.print(f"{checked} artifacts checked in {root}: " + (f"{corrupt} corrupt, set aside in {root / 'quarantine'}"
-                                                               if corrupt else "all whole"))
+    click.echo(f"{checked} artifacts checked in {root}: " + (f"{corrupt} corrupt, set aside in {root / 'quarantine'}"
+                                                            if corrupt else "all whole"))
     if corrupt:
         raise SystemExit(1)
 
