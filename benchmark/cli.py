@@ -129,6 +129,7 @@ def _runner(options, executor=None, threads=0):
 def run(out, executor, workers, devices, address, threads, dry_run, **options):
     """Run SUITE (default: quick) and write its leaderboard."""
     from . import leaderboard
+    from .publishing import render, write_about
     from .progress import RichReporter, detection_table, distillation_table, plan_table
     from .store import writable
 
@@ -160,12 +161,14 @@ def run(out, executor, workers, devices, address, threads, dry_run, **options):
                        "run the same command again to resume", err=True)
             raise SystemExit(code) from None
     paths = leaderboard.write(out_dir, distillation, detection)
+    write_about(out_dir, runner.suite, runner.stages.command)
+    page = render(out_dir)
     output = Console(width=max(140, Console().width))
     output.print(distillation_table(distillation))
     if detection:
         output.print(detection_table(detection))
     failed = sum(row["status"] != "ok" for row in distillation + detection)
-    console.print(f"wrote {paths[0]} and {paths[1]} in {time.perf_counter() - started:.1f} s"
+    console.print(f"wrote {paths[0]}, {paths[1]} and {page} in {time.perf_counter() - started:.1f} s"
                   + (f"; [red]{failed} failed[/red]" if failed else ""))
     if failed:
         raise SystemExit(1)
@@ -179,6 +182,25 @@ def plan(**options):
 
     runner = _runner(options)
     Console(width=max(120, Console().width)).print(plan_table(runner.plan(), runner.store))
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+def report(folder):
+    """Render FOLDER's summary.csv, leaderboard.md and index.html from its CSVs alone; a folder of
+    leaderboard folders (leaderboards/) has each rendered and an index.html listing them."""
+    from .publishing import render, render_boards
+
+    folder = Path(folder)
+    if (folder / "distillation.csv").is_file():
+        click.echo(f"wrote {render(folder)}")
+        return
+    boards = sorted(p.parent for p in folder.glob("*/distillation.csv"))
+    if not boards:
+        raise ConfigError(f"no distillation.csv in {folder} nor in any folder inside it")
+    for board in boards:
+        click.echo(f"wrote {render(board)}")
+    click.echo(f"wrote {render_boards(folder)}")
 
 
 @main.command()

@@ -54,8 +54,13 @@ def write_summary(out: Path) -> pd.DataFrame:
     tables = read(out)
     summary = summarize(*tables)
     _atomic(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6f"))
-    _atomic(out / "leaderboard.md", lambda tmp: Path(tmp).write_text(markdown(summary, *tables)))
+    atomic_text(out / "leaderboard.md", markdown(summary, *tables))
     return summary
+
+
+def atomic_text(path: Path, text: str):
+    """Write ``text`` to ``path`` whole or not at all."""
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 SHOWN = ["teacher_ca", "teacher_asr", "student_ca", "student_asr", "control_student_ca", "control_student_asr",

@@ -59,3 +59,63 @@ def test_markdown_shows_mean_std_and_seeds(tmp_path):
     assert "| 0.950 ± 0.050 (n=3) |" in text
     assert "| 0.250 (n=1) |" in text
     assert "loss diverged at epoch 2" in text.split("## Failed")[1]
+
+
+def write_board(folder, seeds=3):
+    distillation, detection = three_seeds()
+    detection += [dict(GROUP, attack=attack, seed=seed, defense="neural_cleanse", family="model", model=model,
+                       score=1.0 + seed + (attack != "none"), auroc=1.0, auprc=1.0, status="ok", error="")
+                  for attack in ("none", "badnets") for seed in range(seeds) for model in ("teacher", "student")]
+    distillation += [dict(GROUP, attack="none", seed=seed, status="ok", error="", teacher_ca=0.99, student_ca=0.98)
+                     for seed in range(seeds)]
+    leaderboard.write(folder, distillation, detection)
+
+
+def test_report_renders_every_table_and_figure_from_the_csvs_alone(tmp_path):
+    from click.testing import CliRunner
+
+    from kdbench.cli import main
+
+    write_board(tmp_path / "board")
+    first = CliRunner().invoke(main, ["report", str(tmp_path / "board")])
+    assert first.exit_code == 0, first.output
+    page = (tmp_path / "board" / "index.html").read_text()
+    assert [part.split('"')[0] for part in page.split('<table id="T_')[1:]] == ["distillation", "detection", "failed"]
+    assert "diverged" in page.split('id="failed"')[1]
+    # survival (one student), CA against ASR, detection AUROC per attack (2), Neural Cleanse's scores
+    assert page.count("<svg") == 5
+    assert not any(fetch in page for fetch in ('src="http', 'href="http', "url(http", "<link", "@import"))
+    assert "<script" not in page
+    # the same page again, in another folder holding only the long CSVs
+    (tmp_path / "copy").mkdir()
+    for name in ("distillation.csv", "detection.csv"):
+        (tmp_path / "copy" / name).write_bytes((tmp_path / "board" / name).read_bytes())
+    CliRunner().invoke(main, ["report", str(tmp_path / "copy")])
+    assert (tmp_path / "copy" / "index.html").read_text() == page.replace("kdbench · board", "kdbench · copy")
+    assert (tmp_path / "copy" / "summary.csv").read_bytes() == (tmp_path / "board" / "summary.csv").read_bytes()
+
+
+def test_report_of_a_folder_of_boards_lists_them(tmp_path):
+    from click.testing import CliRunner
+
+    from kdbench.cli import main
+
+    for name in ("quick-attacks", "mine"):
+        write_board(tmp_path / name)
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    listing = (tmp_path / "index.html").read_text()
+    assert listing.index('href="mine/index.html"') < listing.index('href="quick-attacks/index.html"')
+    assert "Every attack against kd on digits" in listing  # quick-attacks described by the registry's suite
+    assert "kdbench run quick-attacks" in listing
+    assert (tmp_path / "mine" / "index.html").exists()
+
+
+def test_report_without_csvs_is_one_line_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from kdbench.cli import main
+
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "no distillation.csv" in result.output
