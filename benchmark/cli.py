@@ -113,7 +113,7 @@ def _runner(options, executor=None, threads=0):
     if executor is not None:
         entry = spec(executor, "--executor")
         executor = host.create("executor", entry.name, entry.kwargs)[1]
-    command = shlex.join(["kdbench", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("kdbench", "__main__.py") else ""
+    command = shlex.join(["kdbench", *sys.argv[1:]]) if _from_command_line() else ""
     return Runner(host, suite, store, _device(device), executor=executor, threads=threads, command=command)
 
 
@@ -299,6 +299,12 @@ class Interrupts:
     def __exit__(self, *exc):
         for number, handler in self.previous.items():
             signal.signal(number, handler)
+
+
+def _from_command_line() -> bool:
+    """Whether this process is ``kdbench`` (or ``python -m kdbench``), not a program calling ``main``."""
+    started = Path(sys.argv[0])
+    return started.name == "kdbench" or started.resolve() == Path(__file__).with_name("__main__.py").resolve()
 
 
 def _seeds(text):

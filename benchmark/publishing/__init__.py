@@ -3,6 +3,7 @@ loaded, nothing is recomputed), and ``leaderboards/index.html`` listing every fo
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from .. import leaderboard
 from ..registry import BASELINE
@@ -21,7 +22,7 @@ def render(folder: Path) -> Path:
     distillation, detection = leaderboard.read(folder)
     about = read_about(folder)
     html = PAGE.render(
-        about=about, device=about.devices(distillation), cells=_cells(distillation),
+        about=about, definition=_registry_entry(about), device=about.devices(distillation), cells=_cells(distillation),
         distillation_table=tables.distillation_table(summary), detection_table=tables.detection_table(summary),
         failed_table=tables.failed_table(distillation, detection),
         survival=figures.survival(summary), accuracy=figures.accuracy_against_asr(summary),
@@ -67,6 +68,10 @@ def headline(distillation: pd.DataFrame, detection: pd.DataFrame) -> list[str]:
             lines.append(f"detection AUROC {auroc['teacher']:.2f} on teachers, {auroc['student']:.2f} on students "
                          f"(mean over {found['defense'].nunique()} defenses)")
     return lines
+
+
+def _registry_entry(about: About) -> str:
+    return yaml.safe_dump({"suites": {about.suite: about.definition}}, sort_keys=False) if about.definition else ""
 
 
 def _cells(distillation: pd.DataFrame) -> str:

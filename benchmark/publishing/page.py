@@ -31,7 +31,9 @@ mean ± standard deviation over seeds (n = seeds measured); per-seed rows in
 <a href="distillation.csv">distillation.csv</a> and <a href="detection.csv">detection.csv</a>, aggregates in
 <a href="summary.csv">summary.csv</a>.</p>
 {% if about.command %}<h2 id="reproduce">Reproduce</h2>
-<pre>{{ about.command | e }}</pre>{% endif %}
+<pre>{{ about.command | e }}</pre>
+{% if definition %}<details><summary>the suite as a registry entry (<code>kdbench run {{ about.suite | e }} --registry FILE</code>)</summary>
+<pre>{{ definition | e }}</pre></details>{% endif %}{% endif %}
 <h2 id="distillation">Does the backdoor survive distillation?</h2>
 <p>ASR: triggered test images (true label other than the target) classified as the target. The control is the same
 student distilled by the same method from the clean teacher, measured with the same trigger.</p>
