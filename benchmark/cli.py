@@ -4,6 +4,8 @@ Torch, timm and scikit-learn are imported inside the commands that need them, so
 ``kdbench --help``, ``--version`` and ``list`` answer at once.  Every bad input, click's
 own range and usage errors included, ends in one line and exit code 2.
 """
+import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -17,6 +19,9 @@ from rich.table import Table
 from . import __version__
 from .errors import ConfigError
 from .registry import BASELINE, load_registry, spec, split_list
+from .store import writable
+
+TENSORBOARD = "KDBENCH_TENSORBOARD"  # read by kdbench_plugins.loggers.tensorboard
 
 
 class OneLineErrors:
@@ -126,12 +131,13 @@ def _runner(options, executor=None, threads=0):
 @click.option("--address", help="ray: the cluster's address (auto: the one this machine belongs to).")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker (default: the cores shared evenly).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (jobs stored and left) and compute nothing.")
-def run(out, executor, workers, devices, address, threads, dry_run, **options):
+@click.option("--log", "log", help="tensorboard[=DIR]: TensorBoard logs of every trained stage "
+                                   "(default DIR: <workdir>/tensorboard; or set $KDBENCH_TENSORBOARD).")
+def run(out, executor, workers, devices, address, threads, dry_run, log, **options):
     """Run SUITE (default: quick) and write its leaderboard."""
     from . import leaderboard
     from .publishing import render, write_about
     from .progress import RichReporter, detection_table, distillation_table, plan_table
-    from .store import writable
 
     executor = _executor(executor, workers, devices, address)
     console = Console(stderr=True)
@@ -150,7 +156,7 @@ def run(out, executor, workers, devices, address, threads, dry_run, **options):
         leaderboard.write(out_dir, distillation, detection)
         written[0] = len(distillation) + len(detection)
 
-    with Interrupts() as stopped, RichReporter(console) as reporter:
+    with Interrupts() as stopped, RichReporter(console) as reporter, _logging(log, runner.store.root):
         runner.reporter = reporter
         runner.store.on_quarantine = reporter.message
         try:
@@ -201,6 +207,32 @@ def report(folder):
     for board in boards:
         click.echo(f"wrote {render(board)}")
     click.echo(f"wrote {render_boards(folder)}")
+
+
+@main.command()
+@click.argument("key")
+@click.option("--workdir", type=click.Path(file_okay=False), help="The store (default: $KDBENCH_WORKDIR or ~/.cache/kdbench).")
+@click.option("--export", "export_to", type=click.Path(dir_okay=False),
+              help="Copy the artifact's safetensors here, with its SHA-256 in PATH.sha256.")
+def show(key, workdir, export_to):
+    """A stored artifact (KEY, or the start of it): stage, spec, inputs, timings, device and the
+    command that reproduces it."""
+    from .show import describe, export, find
+
+    store = _existing_store(workdir)
+    stage, key = find(store, key)
+    click.echo(describe(store, stage, key))
+    if export_to:
+        click.echo(f"exported {export_to} (sha256 {export(store, stage, key, Path(export_to))})")
+
+
+def _existing_store(workdir):
+    from .store import Store, default_workdir
+
+    root = Path(workdir) if workdir else default_workdir()
+    if not root.is_dir():
+        raise ConfigError(f"no work directory at {root}")
+    return Store(root)
 
 
 @main.command()
@@ -276,6 +308,32 @@ def _executor(executor, workers, devices, address) -> str | None:
     entry = spec(executor, "--executor")
     merged = dict(entry.options, **given)
     return f"{entry.name}(" + ",".join(f"{k}={v}" for k, v in merged.items()) + ")"
+
+
+@contextlib.contextmanager
+def _logging(log: str | None, workdir: Path):
+    """``--log tensorboard[=DIR]``: the TensorBoard logger on for this run and its workers."""
+    if log is None:
+        yield
+        return
+    name, _, folder = log.partition("=")
+    if name != "tensorboard":
+        raise ConfigError(f"--log: unknown logger {name!r} (tensorboard or tensorboard=DIR)")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError("--log tensorboard needs the tensorboard package: pip install 'kdbench[tensorboard]'") from None
+    folder = Path(folder) if folder else Path(workdir) / "tensorboard"
+    writable(folder)
+    previous = os.environ.get(TENSORBOARD)
+    os.environ[TENSORBOARD] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TENSORBOARD, None)
+        else:
+            os.environ[TENSORBOARD] = previous
 
 
 class Terminated(BaseException):

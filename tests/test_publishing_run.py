@@ -1,6 +1,9 @@
-"""The page of a small two-seed suite, opened in a real headless browser (Debian's chromium,
-driven by Playwright's Python API)."""
+"""A tiny two-seed quick run, published: its page opened in a real headless browser (Debian's
+chromium, driven by Playwright's Python API), its TensorBoard logs, its artifacts shown and
+exported."""
 import io
+import json
+import os
 import shutil
 
 import numpy as np
@@ -24,11 +27,19 @@ def browser() -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_board(tmp_path_factory):
+def tiny(tmp_path_factory):
+    """(work directory, leaderboard folder, TensorBoard folder) of the tiny run."""
     work, out = tmp_path_factory.mktemp("tiny-work"), tmp_path_factory.mktemp("tiny-board")
-    result = CliRunner().invoke(main, [*TINY, "--workdir", str(work), "--out", str(out)])
+    logs = work / "logs"
+    result = CliRunner().invoke(main, [*TINY, "--workdir", str(work), "--out", str(out), "--log", f"tensorboard={logs}"])
     assert result.exit_code == 0, result.output
-    return out
+    assert "KDBENCH_TENSORBOARD" not in os.environ  # on for the run only
+    return work, out, logs
+
+
+@pytest.fixture(scope="module")
+def tiny_board(tiny):
+    return tiny[1]
 
 
 def test_run_writes_the_page_report_rewrites_it_byte_for_byte(tiny_board):
@@ -68,3 +79,45 @@ def test_page_in_headless_chromium(tiny_board):
     assert all(box["width"] > 150 and box["height"] > 100 for box in figures)
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=float)
     assert pixels.shape[0] > 900 and (pixels < 200).mean() > 0.01 and pixels.std() > 10
+
+
+def test_tensorboard_holds_one_series_per_trained_stage(tiny):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install -e '.[test]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    work, _, logs = tiny
+    trained = {}
+    for meta_file in work.glob("*/*/meta.json"):
+        meta = json.loads(meta_file.read_text())
+        if meta.get("history"):
+            trained[f"{meta['stage']}/{meta['key']}"] = meta["history"]
+    # two seeds: a clean teacher, a BadNets teacher, a kd student of each
+    assert sorted(run.split("/")[0] for run in trained) == ["clean_teacher"] * 2 + ["student"] * 4 + ["teacher"] * 2
+    runs = sorted(str(p.parent.relative_to(logs)) for p in logs.glob("*/*/events.out.tfevents.*"))
+    assert runs == sorted(trained)
+    for run, history in trained.items():
+        events = EventAccumulator(str(logs / run))
+        events.Reload()
+        for tag in ("loss", "train_accuracy"):
+            logged = events.Scalars(tag)
+            assert [e.step for e in logged] == [h["epoch"] for h in history]
+            assert [e.value for e in logged] == pytest.approx([h[tag] for h in history], rel=1e-6)
+
+
+def test_show_prints_the_reproducing_command_and_exports_with_checksum(tiny, tmp_path):
+    import hashlib
+
+    work, _, _ = tiny
+    student = json.loads(next(work.glob("student/*/meta.json")).read_text())
+    result = CliRunner().invoke(main, ["show", student["key"][:8], "--workdir", str(work),
+                                       "--export", str(tmp_path / "student.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"student {student['key']}: kd")
+    assert f"teacher {student['inputs'][0]}" in result.output or f"clean_teacher {student['inputs'][0]}" in result.output
+    assert "student_epochs: 1" in result.output  # the suite that computed it
+    exported = (tmp_path / "student.safetensors").read_bytes()
+    digest = hashlib.sha256(exported).hexdigest()
+    assert exported == (work / "student" / student["key"] / "tensors.safetensors").read_bytes()
+    assert (tmp_path / "student.safetensors.sha256").read_text() == f"{digest}  student.safetensors\n"
+    missing = CliRunner().invoke(main, ["show", "ffffffffff", "--workdir", str(work)])
+    assert missing.exit_code == 2 and "no stored artifact" in missing.output
