@@ -136,7 +136,7 @@ def _runner(options, executor=None, threads=0):
 def run(out, executor, workers, devices, address, threads, dry_run, log, **options):
     """Run SUITE (default: quick) and write its leaderboard."""
     from . import leaderboard
-    from .publishing import render, write_about
+    from .publishing import render, write_about, write_gallery
     from .progress import RichReporter, detection_table, distillation_table, plan_table
 
     executor = _executor(executor, workers, devices, address)
@@ -168,6 +168,7 @@ def run(out, executor, workers, devices, address, threads, dry_run, log, **optio
             raise SystemExit(code) from None
     paths = leaderboard.write(out_dir, distillation, detection)
     write_about(out_dir, runner.suite, runner.stages.command)
+    write_gallery(out_dir, runner.stages, plan)
     page = render(out_dir)
     output = Console(width=max(140, Console().width))
     output.print(distillation_table(distillation))

@@ -119,3 +119,21 @@ def test_report_without_csvs_is_one_line_exit_2(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and "no distillation.csv" in result.output
+
+
+def test_visibility_of_a_patch_against_hand_computed_values():
+    import math
+
+    import torch
+
+    from kdbench.visibility import visibility
+
+    clean = torch.full((2, 1, 16, 16), 0.5)
+    triggered = clean.clone()
+    triggered[0, :, :2, :2] = 1.0  # four pixels moved by 0.5 on the first image; the second unchanged
+    found = visibility(clean, triggered)
+    assert found["changed"] == 0.5 and found["images"] == 2
+    assert found["linf"] == pytest.approx((0.5 + 0) / 2)
+    assert found["l2"] == pytest.approx((math.sqrt(4 * 0.25) + 0) / 2)
+    assert found["psnr"] == pytest.approx(10 * math.log10(1 / (4 * 0.25 / 256)))  # over the changed image only
+    assert 0.5 < found["ssim"] < 1

@@ -7,6 +7,7 @@ import os
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -64,7 +65,8 @@ def test_page_in_headless_chromium(tiny_board):
         page.on("requestfailed", lambda request: problems.append(f"failed to load {request.url}"))
         page.goto((tiny_board / "index.html").as_uri())
         tables = {t.get_attribute("id"): t.locator("tbody tr").count() for t in page.locator("table").all()}
-        figures = [f.locator("svg").bounding_box() for f in page.locator("figure").all()]
+        figures = [f.locator("svg, img").bounding_box() for f in page.locator("figure").all()]
+        decoded = page.locator("figure.trigger img").evaluate_all("images => images.map(i => i.naturalWidth)")
         captions = page.locator("figcaption").all_inner_texts()
         shot = page.screenshot(full_page=True)
         page.evaluate("console.error('the listener hears errors')")  # the check itself can fail
@@ -72,13 +74,22 @@ def test_page_in_headless_chromium(tiny_board):
     assert problems == ["the listener hears errors"]
     # none and badnets under kd; strip on two models and Neural Cleanse on two models, for each attack
     assert tables == {"T_distillation": 2, "T_detection": 6}
-    # survival, CA against ASR, detection AUROC for badnets, Neural Cleanse's scores
+    # survival, CA against ASR, the BadNets trigger, detection AUROC for badnets, Neural Cleanse's scores
     assert [c.split(":")[0].split(" (")[0] for c in captions] == [
-        "Survival, student small_cnn(width=16)", "CA against ASR", "Detection AUROC, badnets",
+        "Survival, student small_cnn(width=16)", "CA against ASR", "badnets", "Detection AUROC, badnets",
         "Model scores, neural_cleanse"]
+    assert decoded == [6 * 64 + 5 * 2]  # six images of 64 pixels, 2-pixel gaps
     assert all(box["width"] > 150 and box["height"] > 100 for box in figures)
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=float)
     assert pixels.shape[0] > 900 and (pixels < 200).mean() > 0.01 and pixels.std() > 10
+
+
+def test_visibility_of_the_stored_trigger(tiny):
+    _, board, _ = tiny
+    row = pd.read_csv(board / "visibility.csv").iloc[0]
+    assert row["attack"] == "badnets" and row["seed"] == 0
+    # BadNets stamps a white patch on every test image: all of them change, none beyond [0, 1]
+    assert row["changed"] == 1.0 and 0 < row["linf"] <= 1 and row["psnr"] > 10 and 0 < row["ssim"] < 1
 
 
 def test_tensorboard_holds_one_series_per_trained_stage(tiny):

@@ -9,10 +9,11 @@ from .. import leaderboard
 from ..registry import BASELINE
 from ..store import writable
 from . import figures, tables
+from .gallery import gallery_html, write_gallery
 from .about import About, read_about, write_about
 from .page import BOARDS, PAGE
 
-__all__ = ["render", "render_boards", "write_about", "read_about", "About"]
+__all__ = ["render", "render_boards", "write_about", "read_about", "write_gallery", "About"]
 
 
 def render(folder: Path) -> Path:
@@ -26,7 +27,7 @@ def render(folder: Path) -> Path:
         distillation_table=tables.distillation_table(summary), detection_table=tables.detection_table(summary),
         failed_table=tables.failed_table(distillation, detection),
         survival=figures.survival(summary), accuracy=figures.accuracy_against_asr(summary),
-        transfer=figures.detection_transfer(summary), scores=figures.model_scores(detection), gallery="")
+        transfer=figures.detection_transfer(summary), scores=figures.model_scores(detection), gallery=gallery_html(folder))
     path = folder / "index.html"
     leaderboard.atomic_text(path, html)
     return path

@@ -20,7 +20,8 @@ table.board th { background: #fafafa; }
 table.board caption { caption-side: top; text-align: left; color: #555; padding: 0.3em; }
 figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }
 figure svg { max-width: 100%; height: auto; }
-figcaption { font-size: 0.85em; color: #555; }
+figcaption { font-size: 0.85em; color: #555; max-width: 40em; }
+figure.trigger img { image-rendering: pixelated; }
 </style>
 </head>
 <body>
@@ -42,6 +43,8 @@ student distilled by the same method from the clean teacher, measured with the s
 per attack and distiller (mean over seeds).</figcaption></figure>{% endfor %}
 {% for title, image in accuracy %}<figure>{{ image }}<figcaption>{{ title | e }} (mean over seeds).</figcaption></figure>{% endfor %}
 {% if gallery %}<h2 id="triggers">The triggers</h2>
+<p>Each attack's trigger on the first test images: clean (top), triggered (middle) and their difference, scaled so that the
+largest change is white (bottom). Visibility is measured on the whole test split.</p>
 {{ gallery }}{% endif %}
 {% if detection_table %}<h2 id="detection">Seen in the teacher, seen in the student?</h2>
 <p>AUROC of each detector on the teacher and on its student (0.5 is chance). Model-level detectors score one model;
