@@ -42,6 +42,9 @@ def _styled(table: pd.DataFrame, group: list, names: dict, table_id: str) -> str
                           for m in metrics})
     shown = pd.concat([keys[varying].reset_index(drop=True), cells], axis=1)
     styler = shown.style.set_uuid(table_id).hide(axis="index").set_sticky(axis="columns").set_caption(fixed)
+    styler = styler.set_properties(subset=varying, **{"text-align": "left", "white-space": "normal",
+                                                      "min-width": "6em", "max-width": "18em",
+                                                      "overflow-wrap": "anywhere"})
     for m in metrics:
         scale = next((cmap for word, cmap in SCALES.items() if word in names[m].split()), None)
         if scale is not None:
