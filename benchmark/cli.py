@@ -131,7 +131,7 @@ def _runner(options, executor=None, threads=0):
 @click.option("--address", help="ray: the cluster's address (auto: the one this machine belongs to).")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker (default: the cores shared evenly).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (jobs stored and left) and compute nothing.")
-@click.option("--log", "log", help="tensorboard[=DIR]: TensorBoard logs of every trained stage "
+@click.option("--log", "log", callback=lambda ctx, param, value: _check_log(value), help="tensorboard[=DIR]: TensorBoard logs of every trained stage "
                                    "(default DIR: <workdir>/tensorboard; or set $KDBENCH_TENSORBOARD).")
 def run(out, executor, workers, devices, address, threads, dry_run, log, **options):
     """Run SUITE (default: quick) and write its leaderboard."""
@@ -311,19 +311,27 @@ def _executor(executor, workers, devices, address) -> str | None:
     return f"{entry.name}(" + ",".join(f"{k}={v}" for k, v in merged.items()) + ")"
 
 
-@contextlib.contextmanager
-def _logging(log: str | None, workdir: Path):
-    """``--log tensorboard[=DIR]``: the TensorBoard logger on for this run and its workers."""
+def _check_log(log: str | None) -> str | None:
+    """``--log`` names a logger that is installed: tensorboard or tensorboard=DIR."""
     if log is None:
-        yield
-        return
-    name, _, folder = log.partition("=")
+        return None
+    name = log.partition("=")[0]
     if name != "tensorboard":
         raise ConfigError(f"--log: unknown logger {name!r} (tensorboard or tensorboard=DIR)")
     try:
         import tensorboard  # noqa: F401
     except ImportError:
         raise ConfigError("--log tensorboard needs the tensorboard package: pip install 'kdbench[tensorboard]'") from None
+    return log
+
+
+@contextlib.contextmanager
+def _logging(log: str | None, workdir: Path):
+    """``--log tensorboard[=DIR]``: the TensorBoard logger on for this run and its workers."""
+    if log is None:
+        yield
+        return
+    folder = log.partition("=")[2]
     folder = Path(folder) if folder else Path(workdir) / "tensorboard"
     writable(folder)
     previous = os.environ.get(TENSORBOARD)

@@ -137,3 +137,16 @@ def test_visibility_of_a_patch_against_hand_computed_values():
     assert found["l2"] == pytest.approx((math.sqrt(4 * 0.25) + 0) / 2)
     assert found["psnr"] == pytest.approx(10 * math.log10(1 / (4 * 0.25 / 256)))  # over the changed image only
     assert 0.5 < found["ssim"] < 1
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["run", "--log", "wandb"], "--log: unknown logger 'wandb'"),
+    (["show", "abc", "--workdir", "/nonexistent/kdbench"], "no work directory at /nonexistent/kdbench"),
+])
+def test_publishing_options_refuse_bad_input_in_one_line(arguments, message):
+    from click.testing import CliRunner
+
+    from kdbench.cli import main
+
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2 and message in result.output and result.output.strip().count("\n") == 0
