@@ -150,3 +150,11 @@ def test_publishing_options_refuse_bad_input_in_one_line(arguments, message):
 
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 2 and message in result.output and result.output.strip().count("\n") == 0
+
+
+def test_a_board_whose_every_row_failed_shows_the_errors(tmp_path):
+    from kdbench.publishing import render
+
+    leaderboard.write(tmp_path, [dict(GROUP, attack="badnets", seed=0, status="failed", error="loss is NaN")], [])
+    page = render(tmp_path).read_text()
+    assert "<svg" not in page and "loss is NaN" in page.split('id="failed"')[1]

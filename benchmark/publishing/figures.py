@@ -28,7 +28,10 @@ def svg(figure) -> str:
 
 def means(summary: pd.DataFrame, table: str) -> pd.DataFrame:
     """One row per group of ``table`` with the mean of each metric as a column."""
-    part = summary[summary["table"] == table].drop(columns="table").dropna(axis=1, how="all")
+    part = summary[summary["table"] == table].drop(columns="table")
+    if part.empty:
+        return pd.DataFrame()
+    part = part.dropna(axis=1, how="all")
     keys = [c for c in part.columns if c not in ("metric", "mean", "std", "n")]
     return part.pivot_table(index=keys, columns="metric", values="mean", sort=False, dropna=False).reset_index()
 
