@@ -8,6 +8,7 @@ from torch import nn
 from .component import Component, check_range
 from .data import DatasetInfo, augment, batches, quantize, to_float
 from .network import Network
+from .training import Schedule, scheduled_sgd
 
 
 class Trigger(nn.Module):
@@ -45,7 +46,8 @@ class AttackContext:
     """What the attacker has: their half of the training set and the harness's tools.
 
     ``train(model, images, labels, epochs=None, lr_scale=1.0, params=None)`` is the
-    harness's training loop (augmentation, mixed precision, schedule); ``new_model()``
+    harness's training loop (augmentation, mixed precision, schedule), ``scheduled_sgd``
+    its optimiser and schedule for an attack's own loop (``lr`` is the suite's); ``new_model()``
     builds a fresh teacher, ``new_model("small_cnn")`` any other architecture (a surrogate
     student, say); ``clean_teacher`` is a clean model trained on the attacker half, given
     to attacks that ask for one.
@@ -61,6 +63,14 @@ class AttackContext:
     device: torch.device
     seed: int
     clean_teacher: Network | None = None
+    lr: float = 0.1
+
+    def scheduled_sgd(self, params, epochs: int | None = None):
+        """(optimiser, scheduler) of the harness for ``epochs`` (default: the teacher's)
+        passes of ``batches``; step the scheduler after every optimiser step."""
+        epochs = self.epochs if epochs is None else epochs
+        steps = epochs * -(-len(self.images) // self.batch_size)
+        return scheduled_sgd(params, Schedule(epochs, self.batch_size, self.lr), self.device, steps)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the cell's seed, for reproducible choices."""

@@ -261,7 +261,8 @@ class Stages:
                                 train=self._fit(seed, f"{attack.label} teacher {arch.label}", on_epoch),
                                 epochs=self.budget["teacher_epochs"], batch_size=self.budget["batch_size"],
                                 device=self.device, seed=seed,
-                                clean_teacher=copy.deepcopy(clean.model) if needs_clean else None)
+                                clean_teacher=copy.deepcopy(clean.model) if needs_clean else None,
+                                lr=self.budget["lr"])
             torch.manual_seed(seed)  # attacks that draw from the global generator repeat themselves
             backdoor = attack.component.run(ctx)
             tensors = {**prefixed("model", backdoor.teacher.state_dict()),

@@ -74,7 +74,10 @@ def prepare(model: nn.Module, device) -> nn.Module:
     return model
 
 
-def _optimizer(params, schedule: Schedule, device, steps: int):
+def scheduled_sgd(params, schedule: Schedule, device, steps: int):
+    """The harness's optimiser for ``steps`` steps: SGD with Nesterov momentum, linear
+    warm-up over ``schedule.warmup`` of the steps, then linear decay to zero; step the
+    returned scheduler after every optimiser step."""
     fused = {"fused": True} if torch.device(device).type == "cuda" else {}
     optimizer = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum, nesterov=True,
                                 weight_decay=schedule.weight_decay, **fused)
@@ -110,7 +113,7 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     for learner in learners:
         prepare(learner.model, device).train()
         params = learner.params if learner.params is not None else list(learner.model.parameters())
-        optimizers.append(_optimizer(params, schedule, device, steps))
+        optimizers.append(scheduled_sgd(params, schedule, device, steps))
     if teacher is not None:
         prepare(teacher, device).eval()
         teacher_needs = frozenset().union(*(learner.needs for learner in learners))

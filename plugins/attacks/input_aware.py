@@ -64,28 +64,34 @@ def diversity(x, x2, out, out2) -> torch.Tensor:
 @dataclasses.dataclass
 class InputAware(kdbench.PoisoningAttack):
     """Input-aware dynamic backdoor (Nguyen & Tran, "Input-Aware Dynamic Backdoor Attack",
-    NeurIPS 2020).
+    NeurIPS 2020), after the authors' ``train.py`` (VinAIResearch/input-aware-backdoor-attack-release).
 
     A mask generator is first trained alone for ``mask_epochs`` epochs on
-    λ_norm·ReLU(mean(m) − ``mask_density``) + λ_div·diversity (the paper's 0.032, 100, 1);
-    then, with the masks frozen, the pattern generator and the released classifier are
-    trained jointly for the suite's teacher epochs on batches where the attack-mode samples
-    carry their own trigger and the target label, the cross-mode samples (``cross_ratio`` ×
-    as many) carry the trigger of another image of the batch and keep their label, and the
-    rest are clean, on CE + λ_div·diversity of the patterns (the batch against a shuffled
-    copy).  The optimisers are the paper's: Adam (0.01, β = (0.5, 0.9)) for the generators,
-    SGD (``classifier_lr`` = 0.01, momentum 0.9, weight decay 5e-4) for the classifier.
+    λ_norm·mean(ReLU(m − ``mask_density``)) (every pixel above the density is penalised) +
+    λ_div·diversity (the official 0.032, 100, 1); then, with the masks frozen, the pattern
+    generator and the released classifier are trained jointly for the suite's teacher epochs
+    on batches where the attack-mode samples carry their own trigger and the target label,
+    the cross-mode samples (``cross_ratio`` × as many) carry the trigger of another image of
+    the batch and keep their label, and the rest are clean, on CE + λ_div·diversity of the
+    patterns (the batch against a shuffled copy).  The patterns are generated afresh for
+    every batch, from the augmented images.  The generators use the official Adam (0.01,
+    β = (0.5, 0.9)).
 
-    Deviations: the paper draws the attack- and cross-mode samples afresh in every batch;
-    here they are two fixed sets (``poison_rate`` of the attacker half, drawn from the other
-    classes, and ``cross_ratio`` × as many of the rest), re-triggered with the current
-    generators whenever they are drawn, so that the harness can report the poisoned samples
-    (the cross-mode ones keep their labels and are not reported).  The classifier is
-    trained by this loop rather than the harness's (constant learning rate, fp32), and the
-    generators are smaller than the paper's (``width`` channels at full resolution).
+    Deviations: the official classifier trains for 600 epochs with SGD (0.01, momentum 0.9,
+    weight decay 5e-4) decayed ×0.1 every 100; a suite's teacher runs for tens of epochs, so
+    by default (``classifier_lr=None``) the classifier follows the harness's own schedule
+    (the suite's learning rate, warm-up then linear decay), as every other teacher does; a
+    number gives the official constant-rate SGD.  The paper draws the attack- and
+    cross-mode samples afresh in every batch; here they are two fixed sets (``poison_rate``
+    of the attacker half, drawn from the other classes, and ``cross_ratio`` × as many of
+    the rest), re-triggered with the current generators whenever they are drawn, so that
+    the harness can report the poisoned samples (the cross-mode ones keep their labels and
+    are not reported).  The generators are smaller than the official ones (``width``
+    channels at full resolution).
     """
 
     name = "input_aware"
+    version = "2"
     paper = "Nguyen & Tran, Input-Aware Dynamic Backdoor Attack, NeurIPS 2020"
 
     cross_ratio: float = 1.0
@@ -94,7 +100,7 @@ class InputAware(kdbench.PoisoningAttack):
     lambda_norm: float = 100.0
     mask_epochs: int = 25
     width: int = 16
-    classifier_lr: float = 0.01
+    classifier_lr: float | None = None
 
     def validate(self):
         super().validate()
@@ -103,7 +109,8 @@ class InputAware(kdbench.PoisoningAttack):
             raise kdbench.ConfigError(
                 f"input_aware: cross_ratio must be ≥ 0 with poison_rate × (1 + cross_ratio) ≤ 1, got {self.cross_ratio}")
         kdbench.check_non_negative(self, "lambda_div", "lambda_norm")
-        kdbench.check_positive(self, "classifier_lr")
+        if self.classifier_lr is not None:
+            kdbench.check_positive(self, "classifier_lr")
         if self.mask_epochs < 0 or self.width < 1:
             raise kdbench.ConfigError(
                 f"input_aware: mask_epochs must be ≥ 0 and width ≥ 1, got {self.mask_epochs}, {self.width}")
@@ -123,7 +130,7 @@ class InputAware(kdbench.PoisoningAttack):
             for _, x, _ in ctx.batches(generator):
                 x2 = x[torch.randperm(len(x), generator=generator).to(ctx.device)]
                 m, m2 = trigger.masks(x), trigger.masks(x2)
-                norm = F.relu(m.flatten(1).mean(1) - self.mask_density).mean()
+                norm = F.relu(m - self.mask_density).mean()
                 loss = self.lambda_norm * norm + self.lambda_div * diversity(x, x2, m, m2)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -142,8 +149,13 @@ class InputAware(kdbench.PoisoningAttack):
         cross[free[torch.randperm(len(free), generator=ctx.generator(8))[: int(round(self.cross_ratio * len(indices)))]]] = True
         attack, cross = attack.to(ctx.device), cross.to(ctx.device)
         classifier = ctx.new_model().to(ctx.device).train()
-        optimizers = [torch.optim.Adam(trigger.patterns.parameters(), lr=0.01, betas=(0.5, 0.9)),
-                      torch.optim.SGD(classifier.parameters(), lr=self.classifier_lr, momentum=0.9, weight_decay=5e-4)]
+        optimizers = [torch.optim.Adam(trigger.patterns.parameters(), lr=0.01, betas=(0.5, 0.9))]
+        if self.classifier_lr is None:
+            sgd, schedule = ctx.scheduled_sgd(classifier.parameters())
+        else:
+            sgd = torch.optim.SGD(classifier.parameters(), lr=self.classifier_lr, momentum=0.9, weight_decay=5e-4)
+            schedule = None
+        optimizers.append(sgd)
         trigger.patterns.train()
         for _ in range(ctx.epochs):
             for index, x, _ in ctx.batches(generator):
@@ -159,6 +171,8 @@ class InputAware(kdbench.PoisoningAttack):
                 loss.backward()
                 for optimizer in optimizers:
                     optimizer.step()
+                if schedule is not None:
+                    schedule.step()
         trigger.patterns.eval().requires_grad_(False)
         return kdbench.Backdoor(classifier.eval(), trigger.eval(), self.target, indices,
                                 torch.full((len(indices),), self.target, dtype=torch.long))
