@@ -158,3 +158,24 @@ def test_a_board_whose_every_row_failed_shows_the_errors(tmp_path):
     leaderboard.write(tmp_path, [dict(GROUP, attack="badnets", seed=0, status="failed", error="loss is NaN")], [])
     page = render(tmp_path).read_text()
     assert "<svg" not in page and "loss is NaN" in page.split('id="failed"')[1]
+
+
+@pytest.mark.parametrize("board", ["quick", "quick-methods"])
+def test_published_pages_are_what_report_renders_from_the_folder(tmp_path, board):
+    """A published page is rendered again byte for byte from its CSVs, suite.json and gallery
+    (after a change to the rendering, republish: kdbench report leaderboards)."""
+    import shutil
+    from pathlib import Path
+
+    from kdbench.publishing import render
+
+    published = Path(__file__).parents[1] / "leaderboards" / board
+    copy = tmp_path / board
+    copy.mkdir()
+    for name in ("distillation.csv", "detection.csv", "suite.json", "visibility.csv", "gallery"):
+        if (published / name).is_dir():
+            shutil.copytree(published / name, copy / name)
+        elif (published / name).exists():
+            shutil.copy(published / name, copy / name)
+    assert render(copy).read_bytes() == (published / "index.html").read_bytes()
+    assert (copy / "summary.csv").read_bytes() == (published / "summary.csv").read_bytes()
