@@ -60,7 +60,7 @@ def headline(distillation: pd.DataFrame, detection: pd.DataFrame) -> list[str]:
         lines.append(f"teacher ASR {cells['teacher_asr'].mean():.2f} on average over {len(cells)} cells")
         if len(gap):
             attack, distiller, _ = gap.idxmax()
-            lines.append(f"student − control ASR {gap.mean():+.2f} on average, most {gap.max():+.2f} "
+            lines.append(f"student − control ASR {figures.signed(gap.mean())} on average, most {figures.signed(gap.max())} "
                          f"({attack}, {distiller})")
     found = detection[(detection["status"] == "ok") & (detection["attack"] != BASELINE)] if len(detection) else detection
     if len(found) and found["auroc"].notna().any():

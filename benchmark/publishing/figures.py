@@ -53,7 +53,7 @@ def survival(summary: pd.DataFrame) -> list[tuple[str, str]]:
             _labels(axes, grid)
             for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
                 if np.isfinite(value):
-                    axes.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize=8,
+                    axes.text(j, i, signed(value), ha="center", va="center", fontsize=8,
                               color="white" if abs(value) > 0.6 else "black")
             axes.set_title(f"student {student}: ASR − control ASR")
             figure.colorbar(image, ax=axes, fraction=0.04)
@@ -139,6 +139,11 @@ def model_scores(detection: pd.DataFrame) -> list[tuple[str, str]]:
             axes.legend(fontsize=8)
         figures.append((f"Model scores, {_short(defense)}", svg(figure)))
     return figures
+
+
+def signed(value: float) -> str:
+    """``+0.26``, ``-0.05``; a value that rounds to zero is ``+0.00`` whatever its sign."""
+    return f"{round(value, 2) + 0.0:+.2f}"
 
 
 def _labels(axes, grid: pd.DataFrame):
