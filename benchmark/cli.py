@@ -131,8 +131,9 @@ def _runner(options, executor=None, threads=0):
 @click.option("--address", help="ray: the cluster's address (auto: the one this machine belongs to).")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker (default: the cores shared evenly).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (jobs stored and left) and compute nothing.")
-@click.option("--log", "log", callback=lambda ctx, param, value: _check_log(value), help="tensorboard[=DIR]: TensorBoard logs of every trained stage "
-                                   "(default DIR: <workdir>/tensorboard; or set $KDBENCH_TENSORBOARD).")
+@click.option("--log", callback=lambda ctx, param, value: _check_log(value),
+              help="tensorboard[=DIR]: TensorBoard logs of every trained stage "
+                   "(default DIR: <workdir>/tensorboard; or set $KDBENCH_TENSORBOARD).")
 def run(out, executor, workers, devices, address, threads, dry_run, log, **options):
     """Run SUITE (default: quick) and write its leaderboard."""
     from . import leaderboard
