@@ -126,7 +126,7 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
         losses = torch.zeros(per_epoch, len(learners), device=device)
         correct = torch.zeros(len(learners), device=device)
         for step, index in enumerate(batches(len(images), schedule.batch_size, True, generator, device)):
-            x = augment(to_float(images[index]), hflip, generator)
+            x = to_float(augment(images[index], hflip, generator))  # crop and flip the uint8 pixels
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             batch = Batch(x, labels[index], index, (epoch * per_epoch + step) / steps)

@@ -207,7 +207,7 @@ def data_only(loader, images, device, batches: int = 5) -> dict:
     index = torch.arange(REFERENCE_BATCH, device=device)
     with clock:
         for _ in range(batches):
-            kdbench.augment(kdbench.to_float(images[index]), True)
+            kdbench.to_float(kdbench.augment(images[index], True))
     return {"reference": reference, "kdbench": clock.seconds / batches}
 
 
