@@ -50,7 +50,7 @@ if [ "$tiny" = 1 ]; then  # every step, at a size that takes seconds on two core
     teacher=(--dataset "cifar10(max_per_class=30,test_per_class=10)" --teacher "small_cnn(width=8)"
              --epochs 3 --batch-size 50 --target 0.1 --threads 1)
 else
-    throughput=(--steps 50 --warmup 10)
+    throughput=(--steps 50 --warmup 10 --repeats 1)  # a GPU of its own: one run of each is steady
     teacher=()
 fi
 
