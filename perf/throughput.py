@@ -230,7 +230,7 @@ def main():
         rate = students * steps * batch / seconds
         ratio = rate / reference["images_per_s"] if reference else 1.0
         row = {"loop": loop, "model": model, "batch": batch, "students": students, "steps": steps,
-               "seconds": round(seconds, 4), "images_per_s": round(rate, 1), "ratio": round(ratio, 2),
+               "seconds": round(seconds, 6), "images_per_s": round(rate, 1), "ratio": round(ratio, 2),
                "peak_mib": None if peak_mib is None else round(peak_mib)}
         rows.append(row)
         memory = "" if peak_mib is None else f"  peak {peak_mib:7.0f} MiB"
