@@ -24,6 +24,7 @@ _EXPORTS = {
     "network": ["Architecture", "Network", "Outputs"],
     "stages": ["Reporter"],
     "store": ["cache_tensors"],
+    "triggers": ["AdditiveTrigger", "PatchTrigger"],
     "training": ["Diverged", "Learner", "Schedule", "logits", "predict", "scheduled_sgd", "train"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

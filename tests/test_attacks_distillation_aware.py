@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import kdbench
 from kdbench.metrics import attack_metrics, clean_accuracy
 from kdbench_plugins.attacks.scar import surrogate_loss
-from kdbench_plugins.attacks.sig import AdditiveTrigger
+from kdbench.triggers import AdditiveTrigger
 
 BACKWEAK = "backweak"
 ADBA = "adba(epochs=0.5,mu=0.5)"

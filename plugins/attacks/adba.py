@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.attacks.badnets import PatchTrigger
+from kdbench.triggers import PatchTrigger
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.attacks.sig import AdditiveTrigger
+from kdbench.triggers import AdditiveTrigger
 
 PAPER_TRIGGER_STEPS = 200 * 391  # the paper's trigger optimisation: 200 epochs of 128-image CIFAR-10 batches
 
