@@ -49,7 +49,8 @@ class AttackContext:
     harness's training loop (augmentation, mixed precision, schedule), ``scheduled_sgd``
     its optimiser and schedule for an attack's own loop (``lr`` is the suite's); ``new_model()``
     builds a fresh teacher, ``new_model("small_cnn")`` any other architecture (a surrogate
-    student, say); ``clean_teacher`` is a clean model trained on the attacker half, given
+    student, say); ``student`` names the suite's (first) student architecture, for
+    ``new_model(ctx.student)``, given to attacks whose ``uses_suite_student`` is true; ``clean_teacher`` is a clean model trained on the attacker half, given
     to attacks that ask for one.
     """
 
@@ -64,6 +65,7 @@ class AttackContext:
     seed: int
     clean_teacher: Network | None = None
     lr: float = 0.1
+    student: str | None = None
 
     def scheduled_sgd(self, params, epochs: int | None = None):
         """(optimiser, scheduler) of the harness for ``epochs`` (default: the teacher's)
@@ -91,6 +93,12 @@ class Attack(Component):
     needs_clean_teacher: ClassVar[bool] = False
 
     target: int = 0
+
+    @property
+    def uses_suite_student(self) -> bool:
+        """Whether ``run`` builds the suite's student architecture (``ctx.student``); the
+        teacher's cache key then includes it."""
+        return False
 
     def check(self, info: DatasetInfo):
         """Raise ``ConfigError`` if the attack cannot work on this dataset."""
