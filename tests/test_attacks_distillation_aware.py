@@ -39,7 +39,8 @@ def accuracy(bench, model) -> float:
 def test_backweak_trigger_is_weak_and_the_fine_tuned_teacher_passes_it_on(bench, clean_teacher):
     """The trigger respects its L∞ bound and its ASR budget on the clean teacher; the gently
     fine-tuned teacher answers it well above that budget, and its KD student inherits part of
-    it while the clean teacher's student does not.
+    it while the clean teacher's student does not (measured: clean teacher ASR 0.002 for the
+    0.05 budget, teacher 0.29, kd student 0.18, control 0.00).
 
     Not reproduced at this scale: the paper's near-100 % teacher ASR at unchanged clean
     accuracy.  With 22 fine-tuning epochs of 13 batches at 1/100 of the learning rate, the
@@ -57,6 +58,13 @@ def test_backweak_trigger_is_weak_and_the_fine_tuned_teacher_passes_it_on(bench,
     (student, _, _), = bench.runner.students_of(bench.view, teacher, 0).values()
     (control, _, _), = bench.runner.students_of(bench.view, clean_teacher, 0).values()
     assert asr(bench, student, teacher) > asr(bench, control, teacher) + 0.03
+
+
+def test_backweak_rescales_its_trigger_rate_from_the_official_step_count():
+    """The official trigger runs 200 epochs of 128-image batches over the attacker's 25,000
+    CIFAR-10 images: 196 batches an epoch, 39,200 steps."""
+    from kdbench_plugins.attacks.backweak import PAPER_TRIGGER_STEPS
+    assert PAPER_TRIGGER_STEPS == 39_200
 
 
 def test_adba_backdoor_survives_distillation(bench, clean_teacher):
