@@ -226,11 +226,11 @@ class Stages:
 
     def _fit(self, seed, name, on_epoch):
         """The training function handed to attacks: the harness loop on one model."""
-        def fit(model, images, labels, epochs=None, lr_scale=1.0, params=None):
+        def fit(model, images, labels, epochs=None, lr_scale=1.0, params=None, poison=None):
             schedule = self.schedule("teacher_epochs")
             schedule = dataclasses.replace(schedule, epochs=epochs or schedule.epochs, lr=schedule.lr * lr_scale)
             learner = Learner(prepare(model, self.device), cross_entropy, params, name=name)
-            return train([learner], images, labels, schedule, hflip=self.data.info.hflip, seed=seed,
+            return train([learner], images, labels, schedule, hflip=self.data.info.hflip, seed=seed, poison=poison,
                          on_epoch=lambda epoch, metrics: on_epoch(epoch, {k: v[0] for k, v in metrics.items()}))[0]
         return fit
 

@@ -40,7 +40,7 @@ def test_backweak_trigger_is_weak_and_the_fine_tuned_teacher_passes_it_on(bench,
     """The trigger respects its L∞ bound and its ASR budget on the clean teacher; the gently
     fine-tuned teacher answers it well above that budget, and its KD student inherits part of
     it while the clean teacher's student does not (measured: clean teacher ASR 0.002 for the
-    0.05 budget, teacher 0.29, kd student 0.18, control 0.00).
+    0.05 budget, teacher 0.30, kd student 0.18, control 0.00).
 
     Not reproduced at this scale: the paper's near-100 % teacher ASR at unchanged clean
     accuracy.  With 22 fine-tuning epochs of 13 batches at 1/100 of the learning rate, the

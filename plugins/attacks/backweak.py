@@ -23,8 +23,10 @@ class BackWeak(kdbench.PoisoningAttack):
        while the trigger's ASR is below ``budget_asr``, plus
        ``margin_weight``·mean ReLU(max logit − logit_y − ``margin``) over the samples it already
        flips, which holds them near the decision boundary; δ is projected to L∞ ≤ ``epsilon``.
-    2. Poison ``poison_rate`` of the attacker half: add δ, flipped (horizontally and
-       vertically) and shifted at random per sample, and relabel to the target.
+    2. Poison ``poison_rate`` of the attacker half: relabel to the target and, in every
+       batch, add δ after the image's augmentation, δ flipped (horizontally and vertically)
+       and shifted afresh each time (the official src/utils/data.py with
+       src/data_augs/simple_transform_make.py's tensor trigger transforms).
     3. Fine-tune the clean teacher on that set with ``finetune_lr_scale`` (1/100) of the
        pre-training learning rate, the classifier layer frozen.
 
@@ -37,9 +39,9 @@ class BackWeak(kdbench.PoisoningAttack):
     steps, so ``trigger_lr`` is the learning rate of the paper's step count and is scaled by
     how many fewer steps this run takes.  The official code measures the ASR over each
     epoch and decides once per epoch whether to push; in a run of few, long steps the trigger
-    can overshoot its budget by far between two checks, so the ASR here is that of the last ``asr_window`` non-target
-    training images the trigger saw, updated at every step.  Poisoned
-    samples are drawn from the non-target classes (the shared poisoning base), not from
+    can overshoot its budget by far between two checks, so the ASR here is that of the last
+    ``asr_window`` non-target training images the trigger saw, updated at every step.
+    Poisoned samples are drawn from the non-target classes (the shared poisoning base), not from
     all classes.  Fine-tuning uses the harness's schedule (warm-up, linear decay) instead of
     cosine decay.  Training-data detectors see the poisoned samples with the untransformed
     δ (the trigger), while the teacher was fine-tuned on flipped and shifted copies.
@@ -48,7 +50,7 @@ class BackWeak(kdbench.PoisoningAttack):
     name = "backweak"
     paper = "BackWeak: Backdooring Knowledge Distillation Simply with Weak Triggers and Fine-tuning, arXiv 2511.12046, 2025"
     needs_clean_teacher = True
-    version = "2"
+    version = "3"
 
     poison_rate: float = 0.3
     epsilon: float = 8 / 255
@@ -111,19 +113,22 @@ class BackWeak(kdbench.PoisoningAttack):
         return F.relu(logits.max(1).values - true - self.margin).mean()
 
     def poison(self, ctx, trigger, indices):
-        """Step 2: δ, flipped and shifted per sample, added to the chosen images, relabelled."""
-        images, labels = ctx.images.clone(), ctx.labels.clone()
-        if len(indices):
-            on_device = indices.to(ctx.device)
-            generator = ctx.generator(3)
-            deltas = trigger.signal.expand(len(indices), *trigger.signal.shape)
-            deltas = kdbench.augment(deltas, True, generator)  # random shift (zero fill) and horizontal flip
-            vertical = (torch.rand(len(indices), generator=generator) < 0.5).to(ctx.device)
-            deltas = torch.where(vertical[:, None, None, None], deltas.flip(2), deltas)
-            poisoned = kdbench.quantize(kdbench.to_float(images[on_device]) + deltas)
-            images[on_device] = (poisoned * 255).round().to(torch.uint8)
-            labels[on_device] = self.target
-        return images, labels
+        """Step 2: the chosen images relabelled; δ is added to them per batch (``poison_batches``)."""
+        return ctx.images, self.relabel(ctx, indices)
+
+    def poison_batches(self, ctx, trigger, indices) -> kdbench.Poison:
+        """δ added to each poisoned image after its augmentation, δ itself flipped
+        (horizontally and vertically) and shifted afresh every time the image is drawn."""
+        mask = torch.zeros(len(ctx.images), dtype=torch.bool, device=ctx.device)
+        mask[indices.to(ctx.device)] = True
+        generator = ctx.generator(3)
+
+        def add_delta(x, index):
+            deltas = kdbench.augment(trigger.signal.expand(len(x), *trigger.signal.shape), True, generator)
+            vertical = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+            return (x + torch.where(vertical[:, None, None, None], deltas.flip(2), deltas)).clamp(0, 1)
+
+        return kdbench.Poison(mask, add_delta)
 
     def run(self, ctx) -> kdbench.Backdoor:
         trigger = self.make_trigger(ctx)
@@ -133,7 +138,8 @@ class BackWeak(kdbench.PoisoningAttack):
         frozen = {id(p) for p in teacher.classifier().parameters()}
         params = [p for p in teacher.parameters() if id(p) not in frozen]
         epochs = max(1, round(self.finetune_epochs * ctx.epochs))
-        teacher = ctx.train(teacher, images, labels, epochs=epochs, lr_scale=self.finetune_lr_scale, params=params)
+        teacher = ctx.train(teacher, images, labels, epochs=epochs, lr_scale=self.finetune_lr_scale, params=params,
+                            poison=self.poison_batches(ctx, trigger, indices))
         return kdbench.Backdoor(teacher, trigger, self.target, indices, labels[indices.to(ctx.device)].cpu())
 
 
