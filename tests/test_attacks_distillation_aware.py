@@ -23,7 +23,7 @@ from kdbench.triggers import AdditiveTrigger
 BACKWEAK = "backweak"
 ADBA = "adba(epochs=0.5,mu=0.5,mask_init=0.3)"
 SCAR = "scar(epsilon=0.3,trigger_lr=0.05,outer_epochs=0.5,outer_batches=20,fixed_point_iters=10)"
-OSCAR = "oscar(epsilon=0.3,trigger_lr=0.05,epochs=0.2)"
+OSCAR = "oscar(epsilon=0.3,trigger_lr=0.05,epochs=0.6)"
 
 
 def asr(bench, model, teacher) -> float:
@@ -111,7 +111,9 @@ def test_scar_teacher_looks_clean_while_its_students_learn_the_backdoor(bench, c
 
 def test_oscar_teacher_ignores_an_adversarial_trigger_and_so_do_its_students(bench, clean_teacher):
     """SCAR's ablation without surrogate students: the teacher is robust to the trigger and
-    passes that on (measured: kd student ASR 0.01, where SCAR's reaches 0.8)."""
+    passes that on (measured: teacher ASR 0.05, kd student's 0.10, where SCAR's reaches 0.8;
+    the clean teacher's 0.83).  At the reference's teacher rate of 1e-4 this takes 18 of the
+    30 epochs: after 6 the teacher still answers 0.14 of the triggers, its student 0.22."""
     teacher = bench.teacher(OSCAR)
     assert asr(bench, clean_teacher.model, teacher) > 0.3  # pre-optimised against the clean teacher
     assert asr(bench, teacher.model, teacher) < 0.1
