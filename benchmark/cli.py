@@ -4,6 +4,8 @@ Torch, timm and scikit-learn are imported inside the commands that need them, so
 ``kdbench --help``, ``--version`` and ``list`` answer at once.  Every bad input, click's
 own range and usage errors included, ends in one line and exit code 2.
 """
+import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -17,6 +19,9 @@ from rich.table import Table
 from . import __version__
 from .errors import ConfigError
 from .registry import BASELINE, load_registry, spec, split_list
+from .store import writable
+
+TENSORBOARD = "KDBENCH_TENSORBOARD"  # read by kdbench_plugins.loggers.tensorboard
 
 
 class OneLineErrors:
@@ -113,7 +118,7 @@ def _runner(options, executor=None, threads=0):
     if executor is not None:
         entry = spec(executor, "--executor")
         executor = host.create("executor", entry.name, entry.kwargs)[1]
-    command = shlex.join(["kdbench", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("kdbench", "__main__.py") else ""
+    command = shlex.join(["kdbench", *sys.argv[1:]]) if _from_command_line() else ""
     return Runner(host, suite, store, _device(device), executor=executor, threads=threads, command=command)
 
 
@@ -126,11 +131,14 @@ def _runner(options, executor=None, threads=0):
 @click.option("--address", help="ray: the cluster's address (auto: the one this machine belongs to).")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per worker (default: the cores shared evenly).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (jobs stored and left) and compute nothing.")
-def run(out, executor, workers, devices, address, threads, dry_run, **options):
+@click.option("--log", callback=lambda ctx, param, value: _check_log(value),
+              help="tensorboard[=DIR]: TensorBoard logs of every trained stage "
+                   "(default DIR: <workdir>/tensorboard; or set $KDBENCH_TENSORBOARD).")
+def run(out, executor, workers, devices, address, threads, dry_run, log, **options):
     """Run SUITE (default: quick) and write its leaderboard."""
     from . import leaderboard
+    from .publishing import render, write_about, write_gallery
     from .progress import RichReporter, detection_table, distillation_table, plan_table
-    from .store import writable
 
     executor = _executor(executor, workers, devices, address)
     console = Console(stderr=True)
@@ -149,7 +157,7 @@ def run(out, executor, workers, devices, address, threads, dry_run, **options):
         leaderboard.write(out_dir, distillation, detection)
         written[0] = len(distillation) + len(detection)
 
-    with Interrupts() as stopped, RichReporter(console) as reporter:
+    with Interrupts() as stopped, RichReporter(console) as reporter, _logging(log, runner.store.root):
         runner.reporter = reporter
         runner.store.on_quarantine = reporter.message
         try:
@@ -160,12 +168,15 @@ def run(out, executor, workers, devices, address, threads, dry_run, **options):
                        "run the same command again to resume", err=True)
             raise SystemExit(code) from None
     paths = leaderboard.write(out_dir, distillation, detection)
+    write_about(out_dir, runner.suite, runner.stages.command)
+    write_gallery(out_dir, runner.stages, plan)
+    page = render(out_dir)
     output = Console(width=max(140, Console().width))
     output.print(distillation_table(distillation))
     if detection:
         output.print(detection_table(detection))
     failed = sum(row["status"] != "ok" for row in distillation + detection)
-    console.print(f"wrote {paths[0]} and {paths[1]} in {time.perf_counter() - started:.1f} s"
+    console.print(f"wrote {paths[0]}, {paths[1]} and {page} in {time.perf_counter() - started:.1f} s"
                   + (f"; [red]{failed} failed[/red]" if failed else ""))
     if failed:
         raise SystemExit(1)
@@ -182,6 +193,51 @@ def plan(**options):
 
 
 @main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+def report(folder):
+    """Render FOLDER's summary.csv, leaderboard.md and index.html from its CSVs alone; a folder of
+    leaderboard folders (leaderboards/) has each rendered and an index.html listing them."""
+    from .publishing import render, render_boards
+
+    folder = Path(folder)
+    if (folder / "distillation.csv").is_file():
+        click.echo(f"wrote {render(folder)}")
+        return
+    boards = sorted(p.parent for p in folder.glob("*/distillation.csv"))
+    if not boards:
+        raise ConfigError(f"no distillation.csv in {folder} nor in any folder inside it")
+    for board in boards:
+        click.echo(f"wrote {render(board)}")
+    click.echo(f"wrote {render_boards(folder)}")
+
+
+@main.command()
+@click.argument("key")
+@click.option("--workdir", type=click.Path(file_okay=False), help="The store (default: $KDBENCH_WORKDIR or ~/.cache/kdbench).")
+@click.option("--export", "export_to", type=click.Path(dir_okay=False),
+              help="Copy the artifact's safetensors here, with its SHA-256 in PATH.sha256.")
+def show(key, workdir, export_to):
+    """A stored artifact (KEY, or the start of it): stage, spec, inputs, timings, device and the
+    command that reproduces it."""
+    from .show import describe, export, find
+
+    store = _existing_store(workdir)
+    stage, key = find(store, key)
+    click.echo(describe(store, stage, key))
+    if export_to:
+        click.echo(f"exported {export_to} (sha256 {export(store, stage, key, Path(export_to))})")
+
+
+def _existing_store(workdir):
+    from .store import Store, default_workdir
+
+    root = Path(workdir) if workdir else default_workdir()
+    if not root.is_dir():
+        raise ConfigError(f"no work directory at {root}")
+    return Store(root)
+
+
+@main.command()
 @click.option("--workdir", type=click.Path(file_okay=False), help="The store (default: $KDBENCH_WORKDIR or ~/.cache/kdbench).")
 def verify(workdir):
     """Check every stored artifact against its checksum; move corrupt ones aside."""
@@ -190,8 +246,7 @@ def verify(workdir):
     root = Path(workdir) if workdir else default_workdir()
     if not root.is_dir():
         raise ConfigError(f"no work directory at {root}")
-    console = Console()
-    store = Store(root, on_quarantine=lambda message: console.print(message))
+    store = Store(root, on_quarantine=click.echo)
     checked = corrupt = 0
     for stage, key in list(store.artifacts()):
         checked += 1
@@ -199,8 +254,8 @@ def verify(workdir):
         if problem:
             corrupt += 1
             store.quarantine(stage, key, problem)
-    console.print(f"{checked} artifacts checked in {root}: " + (f"{corrupt} corrupt, set aside in {root / 'quarantine'}"
-                                                               if corrupt else "all whole"))
+    click.echo(f"{checked} artifacts checked in {root}: " + (f"{corrupt} corrupt, set aside in {root / 'quarantine'}"
+                                                            if corrupt else "all whole"))
     if corrupt:
         raise SystemExit(1)
 
@@ -256,6 +311,40 @@ def _executor(executor, workers, devices, address) -> str | None:
     return f"{entry.name}(" + ",".join(f"{k}={v}" for k, v in merged.items()) + ")"
 
 
+def _check_log(log: str | None) -> str | None:
+    """``--log`` names a logger that is installed: tensorboard or tensorboard=DIR."""
+    if log is None:
+        return None
+    name = log.partition("=")[0]
+    if name != "tensorboard":
+        raise ConfigError(f"--log: unknown logger {name!r} (tensorboard or tensorboard=DIR)")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError("--log tensorboard needs the tensorboard package: pip install 'kdbench[tensorboard]'") from None
+    return log
+
+
+@contextlib.contextmanager
+def _logging(log: str | None, workdir: Path):
+    """``--log tensorboard[=DIR]``: the TensorBoard logger on for this run and its workers."""
+    if log is None:
+        yield
+        return
+    folder = log.partition("=")[2]
+    folder = Path(folder) if folder else Path(workdir) / "tensorboard"
+    writable(folder)
+    previous = os.environ.get(TENSORBOARD)
+    os.environ[TENSORBOARD] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TENSORBOARD, None)
+        else:
+            os.environ[TENSORBOARD] = previous
+
+
 class Terminated(BaseException):
     """SIGTERM, raised where the run is, like KeyboardInterrupt for SIGINT."""
 
@@ -277,6 +366,12 @@ class Interrupts:
     def __exit__(self, *exc):
         for number, handler in self.previous.items():
             signal.signal(number, handler)
+
+
+def _from_command_line() -> bool:
+    """Whether this process is ``kdbench`` (or ``python -m kdbench``), not a program calling ``main``."""
+    started = Path(sys.argv[0])
+    return started.name == "kdbench" or started.resolve() == Path(__file__).with_name("__main__.py").resolve()
 
 
 def _seeds(text):

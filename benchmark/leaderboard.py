@@ -1,14 +1,14 @@
-"""Leaderboard CSVs: long format, one pair per suite, written atomically after every teacher."""
+"""Leaderboard CSVs: long format, one pair per suite, written atomically after every job, with
+their seeds aggregated (``summary.csv``) and rendered as Markdown."""
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from .store import filesystem_error, writable
+from .summary import DETECTION_GROUP, DISTILLATION_GROUP, DISTILLATION_METRICS, mean_std, summarize, wide
 
-METRICS = ["teacher_ca", "teacher_asr", "teacher_ra", "teacher_titg", "student_ca", "student_asr", "student_ra",
-           "student_titg", "control_student_ca", "control_student_asr", "control_student_ra", "control_student_titg",
-           "clean_teacher_asr"]
+METRICS = DISTILLATION_METRICS
 DISTILLATION_COLUMNS = [
     "dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed", *METRICS,
     "teacher_seconds", "student_seconds", "device", "threads", "kdbench_version", "torch_version",
@@ -31,40 +31,78 @@ def frame(rows: list, columns: list) -> pd.DataFrame:
 
 
 def write(out: Path, distillation: list, detection: list) -> tuple[Path, Path]:
-    """Write ``distillation.csv``, ``detection.csv`` and their rendering ``leaderboard.md``."""
+    """Write ``distillation.csv``, ``detection.csv``, their seeds aggregated (``summary.csv``)
+    and the Markdown rendering ``leaderboard.md``."""
     out = Path(out)
     writable(out)
     paths = out / "distillation.csv", out / "detection.csv"
     tables = frame(distillation, DISTILLATION_COLUMNS), frame(detection, DETECTION_COLUMNS)
     for path, table in zip(paths, tables):
         _atomic(path, lambda tmp, table=table: table.to_csv(tmp, index=False, float_format="%.4f"))
-    _atomic(out / "leaderboard.md", lambda tmp: Path(tmp).write_text(markdown(*tables)))
+    write_summary(out)
     return paths
 
 
-def markdown(distillation: pd.DataFrame, detection: pd.DataFrame) -> str:
-    """The leaderboard's main columns as Markdown tables."""
-    parts = ["## Distillation\n", _markdown_table(distillation, KEYS + SHOWN + ["status"])]
+def read(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The long tables as written (values rounded as in the CSVs)."""
+    return tuple(pd.read_csv(Path(out) / name) for name in ("distillation.csv", "detection.csv"))
+
+
+def write_summary(out: Path) -> pd.DataFrame:
+    """``summary.csv`` and ``leaderboard.md`` from the long CSVs in ``out``, so that anyone
+    aggregating the published CSVs finds the same numbers."""
+    tables = read(out)
+    summary = summarize(*tables)
+    _atomic(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6f"))
+    atomic_text(out / "leaderboard.md", markdown(summary, *tables))
+    return summary
+
+
+def atomic_text(path: Path, text: str):
+    """Write ``text`` to ``path`` whole or not at all."""
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+SHOWN = ["teacher_ca", "teacher_asr", "student_ca", "student_asr", "control_student_ca", "control_student_asr",
+         "clean_teacher_asr"]
+DETECTION_SHOWN = ["auroc", "auprc", "score", "der"]
+
+
+def markdown(summary: pd.DataFrame, distillation: pd.DataFrame, detection: pd.DataFrame) -> str:
+    """The leaderboard's main columns as Markdown tables, each value ``mean ± std (n=seeds)``,
+    and the failed rows with their errors."""
+    parts = ["## Distillation (mean ± std over seeds)\n", _markdown_table(wide(summary, "distillation", SHOWN),
+                                                                          DISTILLATION_GROUP, SHOWN)]
     if len(detection):
-        parts += ["\n## Detection\n", _markdown_table(detection, KEYS + ["defense", "family", "model", "auroc", "auprc",
-                                                                         "score", "der", "status"])]
+        parts += ["\n## Detection (mean ± std over seeds)\n",
+                  _markdown_table(wide(summary, "detection", DETECTION_SHOWN), DETECTION_GROUP, DETECTION_SHOWN)]
+    failed = pd.concat([t[t["status"] != "ok"] for t in (distillation, detection) if len(t)], ignore_index=True) \
+        if len(distillation) + len(detection) else pd.DataFrame()
+    if len(failed):
+        columns = [c for c in [*DETECTION_GROUP, "seed", "error"] if c in failed]
+        lines = [_row(columns), "|" + "---|" * len(columns)]
+        lines += [_row(_text(row[c]) for c in columns) for _, row in failed.iterrows()]
+        parts += ["\n## Failed\n", "\n".join(lines) + "\n"]
     return "\n".join(parts)
 
 
-KEYS = ["dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed"]
-SHOWN = ["teacher_ca", "teacher_asr", "student_ca", "student_asr", "control_student_ca", "control_student_asr",
-         "clean_teacher_asr"]
-
-
-def _markdown_table(table: pd.DataFrame, columns: list) -> str:
-    def cell(value):
-        if isinstance(value, float):
-            return "–" if pd.isna(value) else f"{value:.3f}"
-        return "–" if value is None or value is pd.NA else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for _, row in table.iterrows()]
+def _markdown_table(table: pd.DataFrame, group: list, metrics: list) -> str:
+    metrics = [m for m in metrics if m in table.columns.get_level_values(0)] if len(table) else []
+    lines = [_row([*group, *metrics]), "|" + "---|" * (len(group) + len(metrics))]
+    for keys, row in table.iterrows():
+        cells = [_text(k) for k in keys] + [mean_std(row[m, "mean"], row[m, "std"], row[m, "n"]) for m in metrics]
+        lines.append(_row(cells))
     return "\n".join(lines) + "\n"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _text(value) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "–"
+    return str(value).replace("|", "\\|")
 
 
 def _atomic(path: Path, write_to):

@@ -134,7 +134,7 @@ class LockStep:
 
         train(learners, self.view.victim_images, self.view.victim_labels, schedule, hflip=stages.data.info.hflip,
               seed=self.seed, teacher=self.teacher.model if uses_teacher else None, on_epoch=on_epoch,
-              on_diverged=on_diverged)
+              on_diverged=on_diverged, compiled=stages.budget["compile"])
         seconds = (time.perf_counter() - started) / len(bound)  # lock-step time, shared evenly
         for student, method, key, distiller, arch, name, history in bound:
             if key in failures:

@@ -16,7 +16,7 @@ SUITE_KEYS = {"description", "dataset", "teachers", "students", "attacks", "dist
               "seeds", "budget", "leaderboard"}
 BASELINE = "none"  # the attack name of the clean baseline
 BUDGET_DEFAULTS = {"teacher_epochs": 20, "student_epochs": 20, "batch_size": 256, "lr": 0.1,
-                   "attacker_fraction": 0.5, "defender_fraction": 0.1, "max_test": 0}
+                   "attacker_fraction": 0.5, "defender_fraction": 0.1, "max_test": 0, "compile": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +176,8 @@ def check_budget(budget: dict, where: str):
             raise ConfigError(f"{where}: budget {key} must be in (0, 1), got {budget[key]!r}")
     if not isinstance(budget["lr"], (int, float)) or budget["lr"] <= 0:
         raise ConfigError(f"{where}: budget lr must be a positive number, got {budget['lr']!r}")
+    if not isinstance(budget["compile"], bool):
+        raise ConfigError(f"{where}: budget compile must be true or false, got {budget['compile']!r}")
 
 
 def specs(value, where: str) -> list:

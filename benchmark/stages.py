@@ -194,6 +194,7 @@ class Stages:
     def provenance(self, seconds: float) -> dict:
         """Where, when and by what a stage was computed, and how to compute it again."""
         return {"seconds": round(seconds, 3), "device": device_name(self.device), "threads": torch.get_num_threads(),
+                "compiled": self.budget["compile"],
                 "kdbench_version": __version__, "torch_version": torch.__version__,
                 "run": {"command": self.command, "suite": self.suite.definition()}}
 
@@ -230,7 +231,8 @@ class Stages:
             schedule = self.schedule("teacher_epochs")
             schedule = dataclasses.replace(schedule, epochs=epochs or schedule.epochs, lr=schedule.lr * lr_scale)
             learner = Learner(prepare(model, self.device), cross_entropy, params, name=name)
-            return train([learner], images, labels, schedule, hflip=self.data.info.hflip, seed=seed, poison=poison,
+            return train([learner], images, labels, schedule, hflip=self.data.info.hflip, seed=seed,
+                         compiled=self.budget["compile"], poison=poison,
                          on_epoch=lambda epoch, metrics: on_epoch(epoch, {k: v[0] for k, v in metrics.items()}))[0]
         return fit
 

@@ -2,7 +2,9 @@
 
 Data stay on the device as uint8; each batch is converted, augmented once and, in
 distillation, passed once through the teacher for every student of the group.  On CUDA
-the loop uses bf16 autocast, channels_last and the fused SGD; on the CPU plain fp32.
+the loop uses bf16 autocast, channels_last and the fused SGD; on the CPU plain fp32.  With
+``compiled`` (the budget's ``compile: true``) every forward pass goes through
+``torch.compile`` (Ansel et al., PyTorch 2, ASPLOS 2024).
 """
 import contextlib
 import dataclasses
@@ -110,7 +112,8 @@ def scheduled_sgd(params, schedule: Schedule, device, steps: int):
 def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, schedule: Schedule, *,
           hflip: bool, seed: int, teacher: Network | None = None,
           on_epoch: Callable[[int, dict], None] | None = None,
-          on_diverged: Callable[[int, str], None] | None = None, poison: Poison | None = None) -> list[Network]:
+          on_diverged: Callable[[int, str], None] | None = None, compiled: bool = False,
+          poison: Poison | None = None) -> list[Network]:
     """Train every learner on (images, labels) in lock-step; returns their models.
 
     ``poison`` (an attack's) triggers its rows of every batch after augmentation.
@@ -121,19 +124,23 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     learner).  Losses stay on the device and are checked once per epoch, so that the loop
     does not wait for the device at every step: a learner whose loss became NaN or infinite
     raises ``Diverged`` naming it, the epoch and the step, or, with ``on_diverged(index,
-    message)``, is told so and leaves the group while the others go on.
+    message)``, is told so and leaves the group while the others go on.  ``compiled`` runs
+    the forward passes (teacher and learners) through ``torch.compile``: the same computation,
+    fused into fewer kernels, so only its rounding differs.
     """
     device = images.device
     generator = torch.Generator().manual_seed(seed)
     per_epoch = -(-len(images) // schedule.batch_size)
     steps = schedule.epochs * per_epoch
-    optimizers = []
+    optimizers, forwards = [], []
     for learner in learners:
         prepare(learner.model, device).train()
         params = learner.params if learner.params is not None else list(learner.model.parameters())
         optimizers.append(scheduled_sgd(params, schedule, device, steps))
+        forwards.append(_forward(learner.model, compiled))
     if teacher is not None:
         prepare(teacher, device).eval()
+        teacher_forward = _forward(teacher, compiled)
         teacher_needs = frozenset().union(*(learner.needs for learner in learners))
     active = list(range(len(learners)))
     channels_last = device.type == "cuda"
@@ -141,7 +148,7 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
         losses = torch.zeros(per_epoch, len(learners), device=device)
         correct = torch.zeros(len(learners), device=device)
         for step, index in enumerate(batches(len(images), schedule.batch_size, True, generator, device)):
-            x = augment(to_float(images[index]), hflip, generator)
+            x = to_float(augment(images[index], hflip, generator))  # crop and flip the uint8 pixels
             if poison is not None:
                 x = poison(x, index)
             if channels_last:
@@ -149,10 +156,10 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
             batch = Batch(x, labels[index], index, (epoch * per_epoch + step) / steps)
             with autocast(device):
                 with torch.no_grad():
-                    teacher_out = teacher.run(x, teacher_needs) if teacher is not None else None
+                    teacher_out = teacher_forward(x, teacher_needs) if teacher is not None else None
                 for i in active:
                     learner, (optimizer, scheduler) = learners[i], optimizers[i]
-                    outputs = learner.model.run(x, learner.needs)
+                    outputs = forwards[i](x, learner.needs)
                     loss = learner.loss(outputs, teacher_out, batch)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -175,6 +182,11 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     for learner in learners:
         learner.model.eval()
     return [learner.model for learner in learners]
+
+
+def _forward(model: Network, compiled: bool) -> Callable[..., Outputs]:
+    """``model.run``, or its ``torch.compile``d version."""
+    return torch.compile(model.run) if compiled else model.run
 
 
 def _diverged(losses: torch.Tensor, active: list) -> list:

@@ -86,6 +86,9 @@ def test_bad_budget_and_seeds(registry, tmp_path):
     text = "suites:\n  mine:\n    dataset: digits\n    teachers: [small_cnn]\n    attacks: [badnets]\n" \
            "    distillers: [kd]\n    budget: {teacher_epochs: 0}\n"
     assert "teacher_epochs must be a positive integer" in one_line_error(run("list", "--registry", registry(text)))
+    text = text.replace("teacher_epochs: 0", "compile: yes please")
+    assert "budget compile must be true or false, got 'yes please'" in one_line_error(
+        run("list", "--registry", registry(text)))
     assert "--seeds must be comma-separated integers" in one_line_error(run("run", "--seeds", "0,x"))
 
 

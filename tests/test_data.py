@@ -40,6 +40,24 @@ def test_augment_translates_each_image_within_the_padding():
     assert rows.sub(8).abs().max() <= 2 and cols.sub(8).abs().max() <= 2 and len(set(positions.tolist())) > 5
 
 
+def test_augment_is_a_padded_crop_and_flip_of_each_image_in_any_dtype():
+    """Against each image cut out of its zero-padded copy by hand, at the offsets and flips that
+    the generator draws (dy, then dx, then the flip coins); uint8 and float agree."""
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    out = augment(images, hflip=True, generator=torch.Generator().manual_seed(5))
+    draws = torch.Generator().manual_seed(5)
+    dy, dx = torch.randint(0, 3, (16,), generator=draws), torch.randint(0, 3, (16,), generator=draws)
+    flips = torch.rand(16, generator=draws) < 0.5
+    padded = torch.zeros(16, 3, 10, 10, dtype=torch.uint8)
+    padded[:, :, 1:9, 1:9] = images
+    for i in range(16):
+        crop = padded[i, :, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
+        assert torch.equal(out[i], crop.flip(2) if flips[i] else crop)
+    assert flips.any() and not flips.all() and out.dtype == torch.uint8
+    floats = augment(images.float() / 255, hflip=True, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(floats, out.float() / 255)
+
+
 def _write_folder(root, split, per_class, size=12):
     for cls in ("cat", "dog"):
         folder = root / split / cls

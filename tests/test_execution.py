@@ -124,3 +124,11 @@ def test_a_ray_worker_killed_in_the_middle_of_a_job_is_retried(serial, ray_clust
     kd, dying = (rows[rows.distiller == name].reset_index(drop=True) for name in ("kd", dying))
     pd.testing.assert_frame_equal(kd[METRICS], dying[METRICS])
     pd.testing.assert_frame_equal(kd[METRICS], table(serial)[METRICS])
+
+
+def test_the_default_executor_never_imports_ray(small_quick, tmp_path):
+    script = ("import sys; from click.testing import CliRunner; from kdbench.cli import main; "
+              f"result = CliRunner().invoke(main, {['run', *SMALL, '--workdir', str(small_quick.workdir), '--out', str(tmp_path)]!r}); "
+              "print(result.exit_code, 'ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "False"], done.stdout + done.stderr

@@ -32,3 +32,15 @@ def test_a_user_registry_adds_suites_and_plugins(tmp_path):
 def test_command_line_lists_keep_options_together():
     assert split_list("badnets(patch_size=4,margin=0),blended") == ["badnets(patch_size=4,margin=0)", "blended"]
     assert spec("blended(alpha=0.1)", "x").kwargs == {"alpha": 0.1}
+
+
+def test_compile_is_no_part_of_the_cache_keys(host, store):
+    """``compile: true`` computes the same function (only the rounding differs, as across devices
+    and thread counts): its artifacts serve runs without it, and the other way round."""
+    suite = load_registry().suite("quick")
+    assert suite.budget["compile"] is False
+    plain, compiled = (Runner(host, s, store, "cpu").stages for s in (suite, suite.override(compile=True)))
+    assert compiled.budget["compile"] is True
+    arch, kd = plain.resolve("architecture", "small_cnn"), plain.resolve("distiller", "kd")
+    assert plain.clean_teacher_key(0, arch) == compiled.clean_teacher_key(0, arch)
+    assert plain.student_key(0, "t", kd, arch) == compiled.student_key(0, "t", kd, arch)

@@ -1,0 +1,181 @@
+"""Publishing: seeds aggregated, the HTML page, its figures."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdbench import leaderboard
+
+GROUP = dict(dataset="digits", teacher_arch="small_cnn", student_arch="small_cnn(width=16)", distiller="kd")
+
+
+def three_seeds() -> tuple[list, list]:
+    """Rows of two attacks × three seeds, one more seed that failed, and a detector on each model."""
+    rng = np.random.default_rng(0)
+    distillation, detection = [], []
+    for attack in ("badnets", "blended"):
+        for seed in range(3):
+            distillation.append(dict(GROUP, attack=attack, seed=seed, status="ok", error="",
+                                     teacher_ca=rng.uniform(0.9, 1), teacher_asr=rng.uniform(0.8, 1),
+                                     student_ca=rng.uniform(0.9, 1), student_asr=rng.uniform(0, 1),
+                                     control_student_asr=rng.uniform(0, 0.1)))
+            for model in ("teacher", "student"):
+                detection.append(dict(GROUP, attack=attack, seed=seed, defense="strip(n=8)", family="input",
+                                      model=model, auroc=rng.uniform(0.4, 1), auprc=rng.uniform(0.4, 1), status="ok",
+                                      error=""))
+        distillation.append(dict(GROUP, attack=attack, seed=3, status="failed", error="diverged", teacher_ca=0.0))
+    return distillation, detection
+
+
+def test_summary_is_pandas_mean_std_and_count_over_seeds(tmp_path):
+    distillation, detection = three_seeds()
+    leaderboard.write(tmp_path, distillation, detection)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    for table, group in (("distillation", ["attack"]), ("detection", ["attack", "model"])):
+        long = pd.read_csv(tmp_path / f"{table}.csv")
+        long = long[long["status"] == "ok"]
+        metrics = ["teacher_ca", "student_asr"] if table == "distillation" else ["auroc", "auprc"]
+        expected = long.groupby(group)[metrics].agg(["mean", "std", "count"])
+        ours = summary[summary["table"] == table]
+        for keys, row in expected.iterrows():
+            keys = keys if isinstance(keys, tuple) else (keys,)
+            mine = ours[np.logical_and.reduce([ours[c] == k for c, k in zip(group, keys)])]
+            for metric in metrics:
+                found = mine[mine["metric"] == metric].iloc[0]
+                assert found["mean"] == pytest.approx(row[metric, "mean"], abs=1e-6)
+                assert found["std"] == pytest.approx(row[metric, "std"], abs=1e-6)
+                assert found["n"] == row[metric, "count"] == 3
+    # a metric no seed measured has no summary row
+    assert not len(summary[summary["metric"] == "teacher_titg"])
+
+
+def test_markdown_shows_mean_std_and_seeds(tmp_path):
+    rows = [dict(GROUP, attack="badnets", seed=seed, status="ok", error="", student_asr=value)
+            for seed, value in enumerate([0.9, 0.95, 1.0])]
+    rows.append(dict(GROUP, attack="blended", seed=0, status="ok", error="", student_asr=0.25))
+    rows.append(dict(GROUP, attack="blended", seed=1, status="failed", error="loss diverged at epoch 2"))
+    leaderboard.write(tmp_path, rows, [])
+    text = (tmp_path / "leaderboard.md").read_text()
+    # 0.9, 0.95, 1.0: mean 0.95, sample std sqrt((0.05² + 0 + 0.05²) / 2) = 0.05
+    assert "| 0.950 ± 0.050 (n=3) |" in text
+    assert "| 0.250 (n=1) |" in text
+    assert "loss diverged at epoch 2" in text.split("## Failed")[1]
+
+
+def write_board(folder, seeds=3):
+    distillation, detection = three_seeds()
+    detection += [dict(GROUP, attack=attack, seed=seed, defense="neural_cleanse", family="model", model=model,
+                       score=1.0 + seed + (attack != "none"), auroc=1.0, auprc=1.0, status="ok", error="")
+                  for attack in ("none", "badnets") for seed in range(seeds) for model in ("teacher", "student")]
+    distillation += [dict(GROUP, attack="none", seed=seed, status="ok", error="", teacher_ca=0.99, student_ca=0.98)
+                     for seed in range(seeds)]
+    leaderboard.write(folder, distillation, detection)
+
+
+def test_report_renders_every_table_and_figure_from_the_csvs_alone(tmp_path):
+    from click.testing import CliRunner
+
+    from kdbench.cli import main
+
+    write_board(tmp_path / "board")
+    first = CliRunner().invoke(main, ["report", str(tmp_path / "board")])
+    assert first.exit_code == 0, first.output
+    page = (tmp_path / "board" / "index.html").read_text()
+    assert [part.split('"')[0] for part in page.split('<table id="T_')[1:]] == ["distillation", "detection", "failed"]
+    assert "diverged" in page.split('id="failed"')[1]
+    # survival (one student), CA against ASR, detection AUROC per attack (2), Neural Cleanse's scores
+    assert page.count("<svg") == 5
+    assert not any(fetch in page for fetch in ('src="http', 'href="http', "url(http", "<link", "@import"))
+    assert "<script" not in page
+    # the same page again, in another folder holding only the long CSVs
+    (tmp_path / "copy").mkdir()
+    for name in ("distillation.csv", "detection.csv"):
+        (tmp_path / "copy" / name).write_bytes((tmp_path / "board" / name).read_bytes())
+    CliRunner().invoke(main, ["report", str(tmp_path / "copy")])
+    assert (tmp_path / "copy" / "index.html").read_text() == page.replace("kdbench · board", "kdbench · copy")
+    assert (tmp_path / "copy" / "summary.csv").read_bytes() == (tmp_path / "board" / "summary.csv").read_bytes()
+
+
+def test_report_of_a_folder_of_boards_lists_them(tmp_path):
+    from click.testing import CliRunner
+
+    from kdbench.cli import main
+
+    for name in ("quick-attacks", "mine"):
+        write_board(tmp_path / name)
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    listing = (tmp_path / "index.html").read_text()
+    assert listing.index('href="mine/index.html"') < listing.index('href="quick-attacks/index.html"')
+    assert "Every attack against kd on digits" in listing  # quick-attacks described by the registry's suite
+    assert "kdbench run quick-attacks" in listing
+    assert (tmp_path / "mine" / "index.html").exists()
+
+
+def test_report_without_csvs_is_one_line_exit_2(tmp_path):
+    from click.testing import CliRunner
+
+    from kdbench.cli import main
+
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "no distillation.csv" in result.output
+
+
+def test_visibility_of_a_patch_against_hand_computed_values():
+    import math
+
+    import torch
+
+    from kdbench.visibility import visibility
+
+    clean = torch.full((2, 1, 16, 16), 0.5)
+    triggered = clean.clone()
+    triggered[0, :, :2, :2] = 1.0  # four pixels moved by 0.5 on the first image; the second unchanged
+    found = visibility(clean, triggered)
+    assert found["changed"] == 0.5 and found["images"] == 2
+    assert found["linf"] == pytest.approx((0.5 + 0) / 2)
+    assert found["l2"] == pytest.approx((math.sqrt(4 * 0.25) + 0) / 2)
+    assert found["psnr"] == pytest.approx(10 * math.log10(1 / (4 * 0.25 / 256)))  # over the changed image only
+    assert 0.5 < found["ssim"] < 1
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["run", "--log", "wandb"], "--log: unknown logger 'wandb'"),
+    (["show", "abc", "--workdir", "/nonexistent/kdbench"], "no work directory at /nonexistent/kdbench"),
+])
+def test_publishing_options_refuse_bad_input_in_one_line(arguments, message):
+    from click.testing import CliRunner
+
+    from kdbench.cli import main
+
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2 and message in result.output and result.output.strip().count("\n") == 0
+
+
+def test_a_board_whose_every_row_failed_shows_the_errors(tmp_path):
+    from kdbench.publishing import render
+
+    leaderboard.write(tmp_path, [dict(GROUP, attack="badnets", seed=0, status="failed", error="loss is NaN")], [])
+    page = render(tmp_path).read_text()
+    assert "<svg" not in page and "loss is NaN" in page.split('id="failed"')[1]
+
+
+@pytest.mark.parametrize("board", ["quick", "quick-methods"])
+def test_published_pages_are_what_report_renders_from_the_folder(tmp_path, board):
+    """A published page is rendered again byte for byte from its CSVs, suite.json and gallery
+    (after a change to the rendering, republish: kdbench report leaderboards)."""
+    import shutil
+    from pathlib import Path
+
+    from kdbench.publishing import render
+
+    published = Path(__file__).parents[1] / "leaderboards" / board
+    copy = tmp_path / board
+    copy.mkdir()
+    for name in ("distillation.csv", "detection.csv", "suite.json", "visibility.csv", "gallery"):
+        if (published / name).is_dir():
+            shutil.copytree(published / name, copy / name)
+        elif (published / name).exists():
+            shutil.copy(published / name, copy / name)
+    assert render(copy).read_bytes() == (published / "index.html").read_bytes()
+    assert (copy / "summary.csv").read_bytes() == (published / "summary.csv").read_bytes()
