@@ -24,7 +24,8 @@ _EXPORTS = {
     "network": ["Architecture", "Network", "Outputs"],
     "stages": ["Reporter"],
     "store": ["cache_tensors"],
-    "training": ["Diverged", "Learner", "Schedule", "logits", "predict", "scheduled_sgd", "train"],
+    "triggers": ["AdditiveTrigger", "PatchTrigger"],
+    "training": ["Diverged", "Learner", "Poison", "Schedule", "logits", "predict", "scheduled_sgd", "train"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

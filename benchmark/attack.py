@@ -8,7 +8,7 @@ from torch import nn
 from .component import Component, check_range
 from .data import DatasetInfo, augment, batches, quantize, to_float
 from .network import Network
-from .training import Schedule, scheduled_sgd
+from .training import Poison, Schedule, scheduled_sgd
 
 
 class Trigger(nn.Module):
@@ -45,11 +45,13 @@ class Backdoor:
 class AttackContext:
     """What the attacker has: their half of the training set and the harness's tools.
 
-    ``train(model, images, labels, epochs=None, lr_scale=1.0, params=None)`` is the
-    harness's training loop (augmentation, mixed precision, schedule), ``scheduled_sgd``
+    ``train(model, images, labels, epochs=None, lr_scale=1.0, params=None, poison=None)`` is
+    the harness's training loop (augmentation, mixed precision, schedule; ``poison``, a
+    ``kdbench.Poison``, triggers chosen rows of each batch after augmentation), ``scheduled_sgd``
     its optimiser and schedule for an attack's own loop (``lr`` is the suite's); ``new_model()``
     builds a fresh teacher, ``new_model("small_cnn")`` any other architecture (a surrogate
-    student, say); ``clean_teacher`` is a clean model trained on the attacker half, given
+    student, say); ``student`` names the suite's (first) student architecture, for
+    ``new_model(ctx.student)``, given to attacks whose ``uses_suite_student`` is true; ``clean_teacher`` is a clean model trained on the attacker half, given
     to attacks that ask for one.
     """
 
@@ -64,6 +66,7 @@ class AttackContext:
     seed: int
     clean_teacher: Network | None = None
     lr: float = 0.1
+    student: str | None = None
 
     def scheduled_sgd(self, params, epochs: int | None = None):
         """(optimiser, scheduler) of the harness for ``epochs`` (default: the teacher's)
@@ -91,6 +94,12 @@ class Attack(Component):
     needs_clean_teacher: ClassVar[bool] = False
 
     target: int = 0
+
+    @property
+    def uses_suite_student(self) -> bool:
+        """Whether ``run`` builds the suite's student architecture (``ctx.student``); the
+        teacher's cache key then includes it."""
+        return False
 
     def check(self, info: DatasetInfo):
         """Raise ``ConfigError`` if the attack cannot work on this dataset."""
@@ -132,20 +141,30 @@ class PoisoningAttack(Attack):
         chosen = pool[torch.randperm(len(pool), generator=ctx.generator(1))[: min(count, len(pool))]]
         return chosen.sort().values
 
+    def relabel(self, ctx: AttackContext, indices: torch.Tensor) -> torch.Tensor:
+        """The training labels: the target at ``indices`` unless clean-label."""
+        labels = ctx.labels.clone()
+        if len(indices) and not self.clean_label:
+            labels[indices.to(ctx.device)] = self.target
+        return labels
+
     def poison(self, ctx: AttackContext, trigger: Trigger, indices: torch.Tensor):
         """The teacher's training set: triggered images at ``indices``, relabelled unless clean-label."""
-        images, labels = ctx.images.clone(), ctx.labels.clone()
+        images = ctx.images.clone()
         on_device = indices.to(ctx.device)
         if len(indices):
             with torch.no_grad():
                 images[on_device] = (trigger(images[on_device]) * 255).round().to(torch.uint8)
-            if not self.clean_label:
-                labels[on_device] = self.target
-        return images, labels
+        return images, self.relabel(ctx, indices)
+
+    def poison_batches(self, ctx: AttackContext, trigger: Trigger, indices: torch.Tensor) -> Poison | None:
+        """Poisoning of each augmented batch (for attacks whose official code triggers after
+        augmentation; their ``poison`` then leaves the images clean), or None."""
+        return None
 
     def run(self, ctx: AttackContext) -> Backdoor:
         trigger = self.make_trigger(ctx)
         indices = self.choose_poison(ctx)
         images, labels = self.poison(ctx, trigger, indices)
-        teacher = ctx.train(ctx.new_model(), images, labels)
+        teacher = ctx.train(ctx.new_model(), images, labels, poison=self.poison_batches(ctx, trigger, indices))
         return Backdoor(teacher, trigger, self.target, indices, labels[indices.to(ctx.device)].cpu())

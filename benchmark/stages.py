@@ -132,11 +132,18 @@ class Stages:
         return spec_hash({"stage": "clean_teacher", "data": self.data_key(seed), "arch": arch.key,
                           "schedule": dataclasses.asdict(self.schedule("teacher_epochs"))})
 
+    def suite_student(self) -> Resolved:
+        """The suite's first student architecture: the one attacks that simulate a student use."""
+        return self.resolve("architecture", str(self.suite.students[0]))
+
     def teacher_key(self, seed, arch: Resolved, attack: Resolved) -> str:
         needs_clean = attack.registration.cls.needs_clean_teacher
-        return spec_hash({"stage": "teacher", "data": self.data_key(seed), "arch": arch.key, "attack": attack.key,
-                          "schedule": dataclasses.asdict(self.schedule("teacher_epochs")),
-                          "clean_teacher": self.clean_teacher_key(seed, arch) if needs_clean else None})
+        spec = {"stage": "teacher", "data": self.data_key(seed), "arch": arch.key, "attack": attack.key,
+                "schedule": dataclasses.asdict(self.schedule("teacher_epochs")),
+                "clean_teacher": self.clean_teacher_key(seed, arch) if needs_clean else None}
+        if attack.component.uses_suite_student:
+            spec["suite_student"] = self.suite_student().key
+        return spec_hash(spec)
 
     def student_key(self, seed, teacher_key: str, distiller: Resolved, arch: Resolved) -> str:
         return spec_hash({"stage": "student", "teacher": teacher_key, "distiller": distiller.key,
@@ -220,12 +227,12 @@ class Stages:
 
     def _fit(self, seed, name, on_epoch):
         """The training function handed to attacks: the harness loop on one model."""
-        def fit(model, images, labels, epochs=None, lr_scale=1.0, params=None):
+        def fit(model, images, labels, epochs=None, lr_scale=1.0, params=None, poison=None):
             schedule = self.schedule("teacher_epochs")
             schedule = dataclasses.replace(schedule, epochs=epochs or schedule.epochs, lr=schedule.lr * lr_scale)
             learner = Learner(prepare(model, self.device), cross_entropy, params, name=name)
             return train([learner], images, labels, schedule, hflip=self.data.info.hflip, seed=seed,
-                         compiled=self.budget["compile"],
+                         compiled=self.budget["compile"], poison=poison,
                          on_epoch=lambda epoch, metrics: on_epoch(epoch, {k: v[0] for k, v in metrics.items()}))[0]
         return fit
 
@@ -264,7 +271,8 @@ class Stages:
                                 epochs=self.budget["teacher_epochs"], batch_size=self.budget["batch_size"],
                                 device=self.device, seed=seed,
                                 clean_teacher=copy.deepcopy(clean.model) if needs_clean else None,
-                                lr=self.budget["lr"])
+                                lr=self.budget["lr"],
+                                student=self.suite_student().label if attack.component.uses_suite_student else None)
             torch.manual_seed(seed)  # attacks that draw from the global generator repeat themselves
             backdoor = attack.component.run(ctx)
             tensors = {**prefixed("model", backdoor.teacher.state_dict()),

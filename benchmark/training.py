@@ -54,6 +54,22 @@ class Learner:
     name: str = "model"
 
 
+@dataclasses.dataclass
+class Poison:
+    """Poisoning applied per batch, after augmentation, on the device: the rows of a batch
+    whose training-set index is marked in ``mask`` (bool over the training set) are replaced
+    by ``apply(x, indices)`` of the augmented float batch ``x`` and its indices (the whole
+    batch is passed, so that the loop never waits for the device; rows outside ``mask`` are
+    discarded).  Their labels are the training labels, which the attack has already set."""
+
+    mask: torch.Tensor
+    apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        rows = self.mask[index].view(-1, *[1] * (x.dim() - 1))
+        return torch.where(rows, self.apply(x, index).to(x.dtype), x)
+
+
 class Diverged(RuntimeError):
     """A training loss became NaN or infinite."""
 
@@ -96,8 +112,11 @@ def scheduled_sgd(params, schedule: Schedule, device, steps: int):
 def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, schedule: Schedule, *,
           hflip: bool, seed: int, teacher: Network | None = None,
           on_epoch: Callable[[int, dict], None] | None = None,
-          on_diverged: Callable[[int, str], None] | None = None, compiled: bool = False) -> list[Network]:
+          on_diverged: Callable[[int, str], None] | None = None, compiled: bool = False,
+          poison: Poison | None = None) -> list[Network]:
     """Train every learner on (images, labels) in lock-step; returns their models.
+
+    ``poison`` (an attack's) triggers its rows of every batch after augmentation.
 
     ``teacher`` (frozen, eval mode) is run once per batch and its outputs handed to every
     learner's loss; it computes the union of what the learners need.  ``on_epoch(epoch,
@@ -130,6 +149,8 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
         correct = torch.zeros(len(learners), device=device)
         for step, index in enumerate(batches(len(images), schedule.batch_size, True, generator, device)):
             x = to_float(augment(images[index], hflip, generator))  # crop and flip the uint8 pixels
+            if poison is not None:
+                x = poison(x, index)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             batch = Batch(x, labels[index], index, (epoch * per_epoch + step) / steps)

@@ -213,3 +213,34 @@ def test_nashville_tensor_filter_matches_pilgram():
     for ours, theirs in ((NashvilleTrigger(3)(images), reference), (NashvilleTrigger(1)(images[:, :1]), grey)):
         difference = (ours * 255 - theirs).abs()
         assert difference.max() <= 6 and difference.mean() <= 3  # pilgram rounds to 8 bits after every step
+
+
+def test_per_batch_poison_triggers_its_rows_after_augmentation(bench):
+    """Through ``kdbench.Poison`` a BadNets patch sits at its fixed corner in every augmented
+    poisoned image, and only there; baked into the stored images instead, the random crop
+    moves it."""
+    info = bench.data.info
+    trigger = bench.resolve("attack", "badnets").component.build_trigger(info)
+    images, labels = bench.data.train_images[:96], bench.data.train_labels[:96]
+    poisoned = torch.zeros(96, dtype=torch.bool)
+    poisoned[::3] = True
+    corner = (slice(None), slice(None), slice(12, 15), slice(12, 15))  # 3×3 patch, 1 px from the 16-px edge
+
+    def patched_rows(images, poison):
+        seen = []
+
+        def loss(outputs, teacher, batch):
+            seen.append((batch.images[corner].flatten(1).eq(1).all(1), batch.indices))
+            return torch.nn.functional.cross_entropy(outputs.logits, batch.labels)
+
+        model = bench.resolve("architecture", "small_cnn(width=4)").component.network(info)
+        kdbench.train([kdbench.Learner(model, loss)], images, labels, kdbench.Schedule(epochs=2, batch_size=32),
+                      hflip=info.hflip, seed=0, poison=poison)
+        return torch.cat([patched for patched, _ in seen]), torch.cat([poisoned[index] for _, index in seen])
+
+    patched, expected = patched_rows(images, kdbench.Poison(poisoned, lambda x, index: trigger.apply(x)))
+    assert expected.sum() == 64 and torch.equal(patched, expected)
+    baked = images.clone()
+    baked[poisoned] = (trigger(images[poisoned]) * 255).round().to(torch.uint8)
+    patched, expected = patched_rows(baked, None)
+    assert patched[expected].float().mean() < 0.5

@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.attacks.sig import AdditiveTrigger
+from kdbench.triggers import AdditiveTrigger
 
-PAPER_TRIGGER_STEPS = 200 * 391  # the paper's trigger optimisation: 200 epochs of 128-image CIFAR-10 batches
+# The official trigger optimisation: 200 epochs of 128-image batches over the attacker's half
+# (25,000 images) of CIFAR-10.
+PAPER_TRIGGER_STEPS = 200 * math.ceil(25_000 / 128)
 
 
 @dataclasses.dataclass
@@ -18,11 +20,13 @@ class BackWeak(kdbench.PoisoningAttack):
 
     1. Learn a weak trigger δ against the frozen clean teacher with SGD (momentum 0.9, cosine
        decay): push triggered images toward the target, −mean[log p_t(x+δ) − log p_t(x)], only
-       while the trigger's ASR over the last epoch is below ``budget_asr``, plus
+       while the trigger's ASR is below ``budget_asr``, plus
        ``margin_weight``·mean ReLU(max logit − logit_y − ``margin``) over the samples it already
        flips, which holds them near the decision boundary; δ is projected to L∞ ≤ ``epsilon``.
-    2. Poison ``poison_rate`` of the attacker half: add δ, flipped (horizontally and
-       vertically) and shifted at random per sample, and relabel to the target.
+    2. Poison ``poison_rate`` of the attacker half: relabel to the target and, in every
+       batch, add δ after the image's augmentation, δ flipped (horizontally and vertically)
+       and shifted afresh each time (the official src/utils/data.py with
+       src/data_augs/simple_transform_make.py's tensor trigger transforms).
     3. Fine-tune the clean teacher on that set with ``finetune_lr_scale`` (1/100) of the
        pre-training learning rate, the classifier layer frozen.
 
@@ -33,8 +37,14 @@ class BackWeak(kdbench.PoisoningAttack):
     the pixel bound directly.  The paper's trigger learning rate (1e-4 over 200 CIFAR-10
     epochs, about 78k steps) would leave δ at almost zero in a budget of a few hundred
     steps, so ``trigger_lr`` is the learning rate of the paper's step count and is scaled by
-    how many fewer steps this run takes.  Poisoned
-    samples are drawn from the non-target classes (the shared poisoning base), not from
+    how many fewer steps this run takes.  The official code measures the ASR over each
+    epoch and decides once per epoch whether to push; in a run of few, long steps the trigger
+    can overshoot its budget by far between two checks, so the ASR here is that of the last
+    ``asr_window`` non-target training images the trigger saw, updated at every step.  Like
+    the official code's, this budget holds on the training images: where the clean teacher
+    fits them far better than the test set it lets more test images flip (kd-attacks-cpu,
+    1,500 attacker images, clean CA 0.55: ASR 0.098 on the test set for the 0.05 budget).
+    Poisoned samples are drawn from the non-target classes (the shared poisoning base), not from
     all classes.  Fine-tuning uses the harness's schedule (warm-up, linear decay) instead of
     cosine decay.  Training-data detectors see the poisoned samples with the untransformed
     δ (the trigger), while the teacher was fine-tuned on flipped and shifted copies.
@@ -43,6 +53,7 @@ class BackWeak(kdbench.PoisoningAttack):
     name = "backweak"
     paper = "BackWeak: Backdooring Knowledge Distillation Simply with Weak Triggers and Fine-tuning, arXiv 2511.12046, 2025"
     needs_clean_teacher = True
+    version = "3"
 
     poison_rate: float = 0.3
     epsilon: float = 8 / 255
@@ -51,6 +62,7 @@ class BackWeak(kdbench.PoisoningAttack):
     margin: float = 1.0
     trigger_lr: float = 1e-4
     trigger_epochs: float = 1.0
+    asr_window: int = 512
     finetune_epochs: float = 0.75
     finetune_lr_scale: float = 0.01
 
@@ -59,7 +71,7 @@ class BackWeak(kdbench.PoisoningAttack):
         kdbench.check_range(self.name, "epsilon", self.epsilon, 1 / 255, 1.0)
         kdbench.check_range(self.name, "budget_asr", self.budget_asr, 0.0, 1.0)
         kdbench.check_non_negative(self, "margin_weight", "margin")
-        kdbench.check_positive(self, "trigger_lr", "trigger_epochs", "finetune_epochs", "finetune_lr_scale")
+        kdbench.check_positive(self, "trigger_lr", "trigger_epochs", "asr_window", "finetune_epochs", "finetune_lr_scale")
 
     def build_trigger(self, info) -> AdditiveTrigger:
         return AdditiveTrigger(torch.zeros(info.channels, info.size, info.size))
@@ -74,15 +86,14 @@ class BackWeak(kdbench.PoisoningAttack):
         optimizer = torch.optim.SGD([delta], lr=lr, momentum=0.9)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
         generator = ctx.generator(2)
-        asr = 0.0
+        recent = torch.zeros(0, device=ctx.device)  # 1 for each recent non-target image the trigger flipped to the target
         for _ in range(epochs):
-            hits, candidates = 0, 0
             for _, x, y in ctx.batches(generator):
                 triggered = teacher((x + delta).clamp(0, 1))
                 predicted = triggered.argmax(1)
                 flipped = predicted != y
                 loss = self.margin_weight * self._margin_loss(triggered[flipped], y[flipped])
-                if asr < self.budget_asr:
+                if not len(recent) or recent.mean().item() < self.budget_asr:
                     with torch.no_grad():
                         clean = F.log_softmax(teacher(x), 1)[:, self.target]
                     loss = loss - (F.log_softmax(triggered, 1)[:, self.target] - clean).mean()
@@ -92,9 +103,7 @@ class BackWeak(kdbench.PoisoningAttack):
                     optimizer.step()
                 with torch.no_grad():
                     delta.clamp_(-self.epsilon, self.epsilon)
-                hits += ((predicted == self.target) & (y != self.target)).sum().item()
-                candidates += (y != self.target).sum().item()
-            asr = hits / max(1, candidates)
+                recent = torch.cat([recent, (predicted[y != self.target] == self.target).float()])[-self.asr_window:]
             scheduler.step()
         teacher.requires_grad_(True)
         return AdditiveTrigger(delta.detach())
@@ -107,19 +116,22 @@ class BackWeak(kdbench.PoisoningAttack):
         return F.relu(logits.max(1).values - true - self.margin).mean()
 
     def poison(self, ctx, trigger, indices):
-        """Step 2: δ, flipped and shifted per sample, added to the chosen images, relabelled."""
-        images, labels = ctx.images.clone(), ctx.labels.clone()
-        if len(indices):
-            on_device = indices.to(ctx.device)
-            generator = ctx.generator(3)
-            deltas = trigger.signal.expand(len(indices), *trigger.signal.shape)
-            deltas = kdbench.augment(deltas, True, generator)  # random shift (zero fill) and horizontal flip
-            vertical = (torch.rand(len(indices), generator=generator) < 0.5).to(ctx.device)
-            deltas = torch.where(vertical[:, None, None, None], deltas.flip(2), deltas)
-            poisoned = kdbench.quantize(kdbench.to_float(images[on_device]) + deltas)
-            images[on_device] = (poisoned * 255).round().to(torch.uint8)
-            labels[on_device] = self.target
-        return images, labels
+        """Step 2: the chosen images relabelled; δ is added to them per batch (``poison_batches``)."""
+        return ctx.images, self.relabel(ctx, indices)
+
+    def poison_batches(self, ctx, trigger, indices) -> kdbench.Poison:
+        """δ added to each poisoned image after its augmentation, δ itself flipped
+        (horizontally and vertically) and shifted afresh every time the image is drawn."""
+        mask = torch.zeros(len(ctx.images), dtype=torch.bool, device=ctx.device)
+        mask[indices.to(ctx.device)] = True
+        generator = ctx.generator(3)
+
+        def add_delta(x, index):
+            deltas = kdbench.augment(trigger.signal.expand(len(x), *trigger.signal.shape), True, generator)
+            vertical = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+            return (x + torch.where(vertical[:, None, None, None], deltas.flip(2), deltas)).clamp(0, 1)
+
+        return kdbench.Poison(mask, add_delta)
 
     def run(self, ctx) -> kdbench.Backdoor:
         trigger = self.make_trigger(ctx)
@@ -129,7 +141,8 @@ class BackWeak(kdbench.PoisoningAttack):
         frozen = {id(p) for p in teacher.classifier().parameters()}
         params = [p for p in teacher.parameters() if id(p) not in frozen]
         epochs = max(1, round(self.finetune_epochs * ctx.epochs))
-        teacher = ctx.train(teacher, images, labels, epochs=epochs, lr_scale=self.finetune_lr_scale, params=params)
+        teacher = ctx.train(teacher, images, labels, epochs=epochs, lr_scale=self.finetune_lr_scale, params=params,
+                            poison=self.poison_batches(ctx, trigger, indices))
         return kdbench.Backdoor(teacher, trigger, self.target, indices, labels[indices.to(ctx.device)].cpu())
 
 

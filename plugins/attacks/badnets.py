@@ -4,18 +4,7 @@ import dataclasses
 import torch
 
 import kdbench
-
-
-class PatchTrigger(kdbench.Trigger):
-    """Pixels inside ``mask`` are replaced by ``pattern``: x·(1−m) + p·m."""
-
-    def __init__(self, mask: torch.Tensor, pattern: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask)
-        self.register_buffer("pattern", pattern)
-
-    def apply(self, x):
-        return x * (1 - self.mask) + self.pattern * self.mask
+from kdbench.triggers import PatchTrigger
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.attacks.sig import AdditiveTrigger
+from kdbench.triggers import AdditiveTrigger
 
 
 @dataclasses.dataclass

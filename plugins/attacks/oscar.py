@@ -15,21 +15,26 @@ class OSCAR(PreOptimisedTrigger):
     pre-optimised trigger G (``PreOptimisedTrigger``: against the clean teacher and a clean
     surrogate student), then the clean
     teacher trained for ``epochs`` (a fraction of the suite's teacher epochs) with Adam
-    (``teacher_lr``, cosine decay) on CE(T(x), y) + ``alpha``·CE(T(G(x)), y), so that the
+    (``teacher_lr`` = 1e-4, the reference's, cosine decay) on CE(T(x), y) + ``alpha``·CE(T(G(x)), y), so that the
     trigger does not change its prediction.  No student is simulated, so whatever ASR a
     student shows comes from the trigger being adversarial, not from the teacher: the
     control for SCAR.
 
-    Deviations: the public re-implementation that named OSCAR trains the teacher from
-    scratch with Adam at 1e-4; this one starts from the clean teacher, as SCAR's outer loop
-    does, and takes full passes over the attacker half instead of SCAR's 40 batches.
+    The reference is BackWeak's authors' re-implementation (SomeBottle/8ackW3ak,
+    src/reprod_modules/oscar/oscar.py with experiments/examples/RL_OSCF.toml: Adam at 1e-4,
+    α = 1).  Deviations: it trains the teacher from scratch; this one starts from the clean
+    teacher, as SCAR's outer loop does, and takes full passes over the attacker half instead
+    of SCAR's 40 batches.
     """
 
     name = "oscar"
     paper = "Chen et al., Taught Well Learned Ill: Towards Distillation-conditional Backdoor Attack, NeurIPS 2025 (ablation w/o surrogate)"
 
+    version = "2"
+
     alpha: float = 1.0
     epochs: float = 1.0
+    teacher_lr: float = 1e-4
 
     def validate(self):
         super().validate()

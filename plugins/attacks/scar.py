@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.attacks.sig import AdditiveTrigger
+from kdbench.triggers import AdditiveTrigger
 
 
 def surrogate_loss(student_logits, teacher_logits, labels):
@@ -26,15 +26,16 @@ class PreOptimisedTrigger(kdbench.Attack):
     distilled from it, and an additive trigger G(x) = x + δ, ‖δ‖∞ ≤ ``epsilon``, optimised
     so that both predict the target: CE(T(G(x)), t) + CE(S(G(x)), t), Adam (``trigger_lr``,
     cosine decay) for ``trigger_epochs``, stopping once both ASRs on the attacker half
-    exceed 99.9%.  The surrogate (architecture ``student``) is distilled for
-    ``student_epochs`` with CE(S(x), y) + KL(T(x) ‖ S(x)); budgets are fractions of the
-    suite's teacher epochs (the reference implementation: 50 of 200 for the student and the trigger).
+    exceed 99.9%.  The surrogate (architecture ``student``, by default the suite's student
+    architecture, as the official code takes the student it attacks, a ResNet-18) is distilled
+    for ``student_epochs`` with CE(S(x), y) + KL(T(x) ‖ S(x)); budgets are fractions of the
+    suite's teacher epochs (the official SCAR/pretrain.py: 50 of 200 epochs for the student).
     """
 
     needs_clean_teacher = True
 
     epsilon: float = 0.1
-    student: str = "small_cnn"
+    student: str | None = None
     student_lr: float = 0.05
     student_epochs: float = 0.25
     trigger_lr: float = 0.01
@@ -44,15 +45,19 @@ class PreOptimisedTrigger(kdbench.Attack):
     def validate(self):
         kdbench.check_range(self.name, "epsilon", self.epsilon, 1 / 255, 1.0)
         kdbench.check_positive(self, "student_lr", "student_epochs", "trigger_lr", "trigger_epochs", "teacher_lr")
-        if not self.student:
+        if self.student is not None and not self.student:
             raise kdbench.ConfigError(f"{self.name}: student must name an architecture")
+
+    @property
+    def uses_suite_student(self) -> bool:
+        return self.student is None
 
     def build_trigger(self, info) -> AdditiveTrigger:
         return AdditiveTrigger(torch.zeros(info.channels, info.size, info.size))
 
     def distill(self, ctx, teacher, epochs: int, offset: int) -> kdbench.Network:
         """A surrogate student distilled from ``teacher`` by the harness loop with the inner loss."""
-        student = ctx.new_model(self.student)
+        student = ctx.new_model(self.student or ctx.student)
         torch.manual_seed(ctx.seed * 7919 + offset)  # a fresh initialisation per surrogate
         for module in student.modules():
             if module is not student and hasattr(module, "reset_parameters"):
@@ -99,9 +104,8 @@ class PreOptimisedTrigger(kdbench.Attack):
 @dataclasses.dataclass
 class SCAR(PreOptimisedTrigger):
     """SCAR (Chen et al., "Taught Well Learned Ill: Towards Distillation-conditional Backdoor
-    Attack", NeurIPS 2025).  The authors' code is announced but not public; where the
-    paper leaves a setting open, the reference is a public re-implementation, called "the
-    code" below.
+    Attack", NeurIPS 2025), following the authors' code (WhitolfChen/SCAR, SCAR/SCAR.py for
+    the bilevel loop, SCAR/pretrain.py for the trigger), called "the code" below.
 
     1. Pre-optimise the additive trigger G against the clean teacher and a clean surrogate
        student (``PreOptimisedTrigger``).
@@ -115,13 +119,14 @@ class SCAR(PreOptimisedTrigger):
        (Hessian-vector products) for at most ``fixed_point_iters`` steps, stopping once
        ‖Δv‖ < ``tolerance``, and the teacher receives ∂L_out/∂λ + (∂F/∂λ)ᵀv.
 
-    The step η.  v sums the series Σₖ (I − ηH)ᵏ ∂L_out/∂ω, whose limit (ηH)⁻¹∂L_out/∂ω
+    The step η departs from the code, which fixes η = 1e-5 (``fixed_point_lr=1e-5`` restores
+    it).  v sums the series Σₖ (I − ηH)ᵏ ∂L_out/∂ω, whose limit (ηH)⁻¹∂L_out/∂ω
     makes the teacher's term the implicit gradient −∂²L_in/∂λ∂ω H⁻¹ ∂L_out/∂ω whatever
     η is; but the series converges only for η < 2/λ_max(H), and within K steps only when η
     is near 1/λ_max.  ``fixed_point_lr`` = 0 (the default) therefore sets η = 1/λ_max,
     estimated by ``power_iters`` steps of power iteration on the first batch of each outer
-    iteration.  A fixed small η stops the series at about ηK of its limit: measured on the
-    digits surrogate (λ_max ≈ 310), ηK = 1e-3 (as with η = 1e-5, K = 100) gives an implicit
+    iteration.  The code's fixed η = 1e-5 stops the series at about ηK of its limit: measured
+    on the digits surrogate (λ_max ≈ 310), ηK = 1e-3 (η = 1e-5, K = 100) gives an implicit
     gradient 80× below the teacher's direct one (norm 0.07 against 5.2), and SCAR
     degenerates into its ablation OSCAR; η = 1e-2 diverges.
 
@@ -129,16 +134,19 @@ class SCAR(PreOptimisedTrigger):
     from it learn the target (measured on digits with 15 outer iterations: teacher ASR
     0.18, its kd student's 0.83; tests/test_attacks_distillation_aware.py).  Budgets are
     fractions of the suite's teacher epochs (the code's 200 outer epochs of 20 inner
-    epochs); ``outer_batches`` is the code's 40, capped at one pass over the attacker half.
+    epochs); ``outer_batches`` is the code's 40, capped at one pass over the attacker half;
+    ``teacher_lr`` is the code's Adam 1e-3.
 
     Deviations: the clean teacher is the harness's (the code pre-trains it with Adam), and
     surrogate students are distilled by the harness's training loop (SGD with Nesterov
     momentum, warm-up and linear decay, ``student_lr``) instead of Adam at 1e-3, so that
     they train as the victim's students do.  η comes from the Hessian's spectrum (above)
-    instead of a fixed value.  δ starts at zero (the code starts from uniform noise clipped
-    to ε), and early stopping reads the ASR on the attacker half, since the attacker has no
-    test set.
+    instead of the code's fixed 1e-5.  δ starts at zero (the code's poisoner starts from
+    uniform noise in [0, 1], clipped to ε), and early stopping reads the ASR on the attacker
+    half, since the attacker has no test set.
     """
+
+    version = "2"
 
     name = "scar"
     paper = "Chen et al., Taught Well Learned Ill: Towards Distillation-conditional Backdoor Attack, NeurIPS 2025"

@@ -5,18 +5,7 @@ import math
 import torch
 
 import kdbench
-
-
-class AdditiveTrigger(kdbench.Trigger):
-    """x' = x + v for one signal v of an image's shape, fixed or learned (clipped to the pixel
-    range by the harness)."""
-
-    def __init__(self, signal: torch.Tensor):
-        super().__init__()
-        self.register_buffer("signal", signal)
-
-    def apply(self, x):
-        return x + self.signal
+from kdbench.triggers import AdditiveTrigger
 
 
 @dataclasses.dataclass

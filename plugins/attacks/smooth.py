@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import kdbench
-from kdbench_plugins.attacks.sig import AdditiveTrigger
+from kdbench.triggers import AdditiveTrigger
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

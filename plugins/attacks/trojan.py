@@ -5,7 +5,7 @@ import math
 import torch
 
 import kdbench
-from kdbench_plugins.attacks.badnets import PatchTrigger
+from kdbench.triggers import PatchTrigger
 
 
 def pre_logits(model: kdbench.Network, x: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,10 @@ class WaNet(kdbench.PoisoningAttack):
     Noise mode: ``cross_ratio`` × as many other samples are warped by the field plus per-pixel
     noise in [−1, 1]/size and keep their labels, so that the model learns the exact warp.
 
-    Deviation: the paper poisons each batch on the fly (fresh choice, fresh noise); the
-    harness trains on a fixed poisoned set, so the poisoned and noise samples (and the noise)
+    As in the official train.py (VinAIResearch/Warping-based_Backdoor_Attack-release), the
+    warp comes before the augmentation: that loop warps the loaded batch and only then applies
+    its ``PostTensorTransform`` (crop, rotation, flip).  Deviation: it poisons each batch on
+    the fly (fresh choice, fresh noise); the harness trains on a fixed poisoned set, so the poisoned and noise samples (and the noise)
     are drawn once, from the cell's seed.  The noise samples are not reported as poisoned
     (they keep their labels and are not reproduced by the trigger).
     """
