@@ -21,7 +21,7 @@ from kdbench.registry import spec
 from kdbench.triggers import AdditiveTrigger
 
 BACKWEAK = "backweak"
-ADBA = "adba(epochs=0.5,mu=0.5,mask_init=0.3)"
+ADBA = "adba(epochs=0.5,mu=0.5,lr=0.01,shadow=small_cnn)"
 SCAR = "scar(epsilon=0.3,trigger_lr=0.05,outer_epochs=0.5,outer_batches=20,fixed_point_iters=10)"
 OSCAR = "oscar(epsilon=0.3,trigger_lr=0.05,epochs=0.6)"
 
@@ -71,15 +71,16 @@ def test_adba_backdoor_survives_distillation(bench, clean_teacher):
     """The teacher answers its optimised trigger, the clean teacher does not, and a KD student
     of the teacher keeps most of it while the clean teacher's student does not.  μ = 0.5
     rather than 0.1: on digits a weaker mask penalty lets the trigger become a drawn target
-    digit that fools the clean teacher too (measured: 0.90 at μ = 0.3, 0.67 at μ = 0.1).
-    The mask starts at 0.3: from 0.1 (or 0.2) the penalty drives it to zero before the
-    teacher, warming up under the harness's schedule, answers it (teacher ASR 0.05).
-    Measured: teacher ASR 1.00 and CA 0.884 against the clean teacher's 0.992, clean
-    teacher ASR 0.22, kd student ASR 0.73 against the control's 0.21."""
+    digit that fools the clean teacher too (measured: 0.90 at μ = 0.3).  Teacher and shadow
+    at the reference trainer's constant-rate SGD (``lr=0.01``): under the harness's warm-up
+    the mask penalty wins before the teacher answers the trigger on digits, and whether it
+    does depends on the thread count (mask_init 0.3: teacher ASR 1.00 with one thread, 0.06
+    with two; mask_init 0.5: the mask stays a digit that fools the clean teacher, 0.92).
+    """
     teacher = bench.teacher(ADBA)
     assert asr(bench, teacher.model, teacher) > 0.8
     assert asr(bench, clean_teacher.model, teacher) < 0.3
-    assert accuracy(bench, teacher.model) > accuracy(bench, clean_teacher.model) - 0.13
+    assert accuracy(bench, teacher.model) > accuracy(bench, clean_teacher.model) - 0.1
     (student, _, _), = bench.runner.students_of(bench.view, teacher, 0).values()
     (control, _, _), = bench.runner.students_of(bench.view, clean_teacher, 0).values()
     assert asr(bench, student, teacher) > asr(bench, control, teacher) + 0.3

@@ -20,7 +20,8 @@ class ADBA(kdbench.Attack):
     ``temperature``, its gradients flowing into the shadow; (3) the trigger x' = x(1−m) + P·m
     on CE(T(x'), t) + CE(S(x'), t) + ``mu``·‖m‖_``p``, then m and P are clipped to [0, 1].
     Teacher and shadow train with the harness's optimiser and schedule (the suite's learning
-    rate, ``ctx.scheduled_sgd``), the trigger with Adam at ``trigger_lr``.  ``epochs`` is a
+    rate, ``ctx.scheduled_sgd``), or, with ``lr`` set, with the reference trainer's SGD at
+    that rate (momentum 0.9, cosine decay); the trigger with Adam at ``trigger_lr``.  ``epochs`` is a
     fraction of the suite's teacher epochs (the paper trains as long as ordinary training).
     The shadow is by default the suite's student architecture.
 
@@ -47,6 +48,7 @@ class ADBA(kdbench.Attack):
     p: float = 2.0
     alpha: float = 0.5
     temperature: float = 1.0
+    lr: float | None = None
     trigger_lr: float = 0.01
     mask_init: float = 0.1
     epochs: float = 1.0
@@ -59,6 +61,8 @@ class ADBA(kdbench.Attack):
         if self.p < 1:
             raise kdbench.ConfigError(f"adba: p must be ≥ 1 (a norm), got {self.p}")
         kdbench.check_positive(self, "temperature", "trigger_lr", "epochs")
+        if self.lr is not None:
+            kdbench.check_positive(self, "lr")
         if self.shadow is not None and not self.shadow:
             raise kdbench.ConfigError("adba: shadow must name an architecture")
 
@@ -76,7 +80,7 @@ class ADBA(kdbench.Attack):
         pattern = torch.rand(ctx.info.channels, ctx.info.size, ctx.info.size, generator=generator).to(ctx.device)
         pattern.requires_grad_(True)
         epochs = max(1, round(self.epochs * ctx.epochs))
-        optimizers, schedulers = zip(*(ctx.scheduled_sgd(model.parameters(), epochs) for model in (teacher, shadow)))
+        optimizers, schedulers = zip(*(self._optimizer(ctx, model, epochs) for model in (teacher, shadow)))
         trigger_optimizer = torch.optim.Adam([mask, pattern], lr=self.trigger_lr)
         for _ in range(epochs):
             for _, x, y in ctx.batches(generator):
@@ -90,6 +94,14 @@ class ADBA(kdbench.Attack):
         trigger = PatchTrigger(mask.detach(), pattern.detach())
         empty = torch.zeros(0, dtype=torch.long)
         return kdbench.Backdoor(teacher, trigger, self.target, empty, empty)
+
+    def _optimizer(self, ctx, model, epochs):
+        """(optimiser, per-step scheduler): the harness's, or the reference trainer's at ``lr``."""
+        if self.lr is None:
+            return ctx.scheduled_sgd(model.parameters(), epochs)
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9)
+        steps = epochs * -(-len(ctx.images) // ctx.batch_size)
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
 
     def _teacher_step(self, teacher, optimizer, x, y, target, mask, pattern):
         teacher.train()
