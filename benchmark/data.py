@@ -99,10 +99,10 @@ def augment(images: torch.Tensor, hflip: bool, generator: torch.Generator | None
     """Random crop (zero padding of size/8) and, where the dataset allows it, horizontal flip.
 
     Runs on whole batches on the images' device, of any dtype (uint8 moves a quarter of the
-    bytes of float32): one random translation per image, applied as one ``gather`` from a
-    padded copy.
+    bytes of float32): one random translation per image, applied by gathering from a padded
+    copy.
     """
-    n, c, h, w = images.shape
+    n, _, h, w = images.shape
     pad = max(1, h // 8)
     device = images.device
     padded = F.pad(images, (pad, pad, pad, pad))
@@ -113,8 +113,9 @@ def augment(images: torch.Tensor, hflip: bool, generator: torch.Generator | None
     if hflip:
         flip = torch.rand(n, generator=generator, device="cpu").to(device) < 0.5
         cols = torch.where(flip[:, None], cols.flip(1), cols)
-    index = rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]  # n×h×w, into the flattened padded image
-    return padded.flatten(2).gather(2, index.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+    batch = torch.arange(n, device=device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()  # one-channel batches keep a channels-last stride
 
 
 def batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None, device="cpu"):
