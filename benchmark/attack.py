@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .component import Component, check_range
-from .data import DatasetInfo, augment, batches, quantize, to_float
+from .data import DatasetInfo, augment, batch_count, batches, quantize, to_float
 from .network import Network
 from .training import Poison, Schedule, scheduled_sgd
 
@@ -47,12 +47,14 @@ class AttackContext:
 
     ``train(model, images, labels, epochs=None, lr_scale=1.0, params=None, poison=None)`` is
     the harness's training loop (augmentation, mixed precision, schedule; ``poison``, a
-    ``kdbench.Poison``, triggers chosen rows of each batch after augmentation), ``scheduled_sgd``
-    its optimiser and schedule for an attack's own loop (``lr`` is the suite's); ``new_model()``
-    builds a fresh teacher, ``new_model("small_cnn")`` any other architecture (a surrogate
-    student, say); ``student`` names the suite's (first) student architecture, for
-    ``new_model(ctx.student)``, given to attacks whose ``uses_suite_student`` is true; ``clean_teacher`` is a clean model trained on the attacker half, given
-    to attacks that ask for one.
+    ``kdbench.Poison``, triggers chosen rows of each batch after augmentation);
+    ``scheduled_sgd`` is its optimiser and schedule for an attack's own loop (``lr`` is the
+    suite's) and ``steps`` the number of steps that loop takes.  ``new_model()`` builds a
+    fresh teacher, ``new_model("small_cnn")`` any other architecture (a surrogate student,
+    say); ``student`` names the suite's (first) student architecture, for
+    ``new_model(ctx.student)``, given to attacks whose ``uses_suite_student`` is true;
+    ``clean_teacher`` is a clean model trained on the attacker half, given to attacks that
+    ask for one.
     """
 
     info: DatasetInfo
@@ -72,8 +74,11 @@ class AttackContext:
         """(optimiser, scheduler) of the harness for ``epochs`` (default: the teacher's)
         passes of ``batches``; step the scheduler after every optimiser step."""
         epochs = self.epochs if epochs is None else epochs
-        steps = epochs * -(-len(self.images) // self.batch_size)
-        return scheduled_sgd(params, Schedule(epochs, self.batch_size, self.lr), self.device, steps)
+        return scheduled_sgd(params, Schedule(epochs, self.batch_size, self.lr), self.device, self.steps(epochs))
+
+    def steps(self, epochs: int | None = None) -> int:
+        """Optimiser steps of ``epochs`` (default: the teacher's) passes of ``batches``."""
+        return (self.epochs if epochs is None else epochs) * batch_count(len(self.images), self.batch_size)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the cell's seed, for reproducible choices."""

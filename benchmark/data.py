@@ -118,6 +118,11 @@ def augment(images: torch.Tensor, hflip: bool, generator: torch.Generator | None
     return out.permute(0, 3, 1, 2).contiguous()  # one-channel batches keep a channels-last stride
 
 
+def batch_count(n: int, batch_size: int) -> int:
+    """How many batches ``batches`` cuts ``range(n)`` into: the optimiser steps of one epoch."""
+    return -(-n // batch_size)
+
+
 def batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None, device="cpu"):
     """Index tensors covering ``range(n)``; shuffled ones drop nothing."""
     order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)

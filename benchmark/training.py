@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import augment, batches, to_float
+from .data import augment, batch_count, batches, to_float
 from .network import Network, Outputs
 
 
@@ -130,7 +130,7 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     """
     device = images.device
     generator = torch.Generator().manual_seed(seed)
-    per_epoch = -(-len(images) // schedule.batch_size)
+    per_epoch = batch_count(len(images), schedule.batch_size)
     steps = schedule.epochs * per_epoch
     optimizers, forwards = [], []
     for learner in learners:

@@ -100,8 +100,7 @@ class ADBA(kdbench.Attack):
         if self.lr is None:
             return ctx.scheduled_sgd(model.parameters(), epochs)
         optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9)
-        steps = epochs * -(-len(ctx.images) // ctx.batch_size)
-        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, ctx.steps(epochs))
 
     def _teacher_step(self, teacher, optimizer, x, y, target, mask, pattern):
         teacher.train()
