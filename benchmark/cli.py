@@ -138,6 +138,7 @@ def run(out, executor, workers, devices, address, threads, dry_run, log, **optio
     """Run SUITE (default: quick) and write its leaderboard."""
     from . import leaderboard
     from .publishing import render, write_about, write_gallery
+    from .visibility import perceptual_metric
     from .progress import RichReporter, detection_table, distillation_table, plan_table
 
     executor = _executor(executor, workers, devices, address)
@@ -169,7 +170,10 @@ def run(out, executor, workers, devices, address, threads, dry_run, log, **optio
             raise SystemExit(code) from None
     paths = leaderboard.write(out_dir, distillation, detection)
     write_about(out_dir, runner.suite, runner.stages.command)
-    write_gallery(out_dir, runner.stages, plan)
+    perceptual, missing = perceptual_metric()
+    if missing:
+        click.echo(f"triggers.csv without LPIPS: {missing}", err=True)
+    write_gallery(out_dir, runner.stages, plan, perceptual)
     page = render(out_dir)
     output = Console(width=max(140, Console().width))
     output.print(distillation_table(distillation))

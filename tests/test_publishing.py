@@ -1,4 +1,6 @@
 """Publishing: seeds aggregated, the HTML page, its figures."""
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,10 +174,63 @@ def test_published_pages_are_what_report_renders_from_the_folder(tmp_path, board
     published = Path(__file__).parents[1] / "leaderboards" / board
     copy = tmp_path / board
     copy.mkdir()
-    for name in ("distillation.csv", "detection.csv", "suite.json", "visibility.csv", "gallery"):
+    for name in ("distillation.csv", "detection.csv", "suite.json", "triggers.csv", "gallery"):
         if (published / name).is_dir():
             shutil.copytree(published / name, copy / name)
         elif (published / name).exists():
             shutil.copy(published / name, copy / name)
     assert render(copy).read_bytes() == (published / "index.html").read_bytes()
     assert (copy / "summary.csv").read_bytes() == (published / "summary.csv").read_bytes()
+
+
+def test_lpips_follows_its_definition_on_a_random_trunk():
+    """Zhang et al.'s Eq. 1 worked out from the trunk's features: each stage's activations
+    unit-normalised over channels, their squared difference weighted per channel by the
+    calibrated linear layer, averaged over positions, summed over stages; inputs in [−1, 1]
+    through LPIPS's scaling layer.  The trunk is a randomly initialised AlexNet (nothing to
+    download); one-channel 28-pixel images count as their RGB repetition upsampled to 32."""
+    lpips = pytest.importorskip("lpips", reason="lpips is not installed (pip install -e '.[test]')")
+    import warnings
+
+    import torch
+    import torch.nn.functional as F
+
+    from kdbench.visibility import visibility
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metric = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+    torch.manual_seed(0)
+    clean = torch.rand(3, 3, 32, 32)
+    triggered = clean.clone()
+    triggered[:, :, -6:, -6:] = 1.0
+
+    def by_definition(a, b):
+        with torch.no_grad():
+            features = [metric.net(metric.scaling_layer(2 * x - 1)) for x in (a, b)]
+            total = torch.zeros(len(a))
+            for fa, fb, linear in zip(*features, metric.lins):
+                fa, fb = (f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in (fa, fb))
+                weights = linear.model[-1].weight.flatten()
+                total += ((fa - fb).pow(2) * weights[None, :, None, None]).sum(1).mean((1, 2))
+        return total.mean().item()
+
+    assert visibility(clean, clean, metric)["lpips"] == 0
+    assert visibility(clean, triggered, metric)["lpips"] == pytest.approx(by_definition(clean, triggered), rel=1e-5)
+    grey, stamped = clean[:, :1, :28, :28], triggered[:, :1, :28, :28]
+    upsampled = [F.interpolate(x.expand(-1, 3, -1, -1), size=(32, 32), mode="bilinear", align_corners=False)
+                 for x in (grey, stamped)]
+    assert visibility(grey, stamped, metric)["lpips"] == pytest.approx(by_definition(*upsampled), rel=1e-5)
+
+
+def test_lpips_is_skipped_with_the_reason_when_the_trunk_weights_are_missing(monkeypatch, tmp_path):
+    pytest.importorskip("lpips", reason="lpips is not installed (pip install -e '.[test]')")
+    import torch
+
+    from kdbench.visibility import perceptual_metric, visibility
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    metric, missing = perceptual_metric()
+    assert metric is None and str(tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth") in missing
+    assert "\n" not in missing
+    assert math.isnan(visibility(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8))["lpips"])

@@ -29,13 +29,13 @@ def browser() -> str:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """(work directory, leaderboard folder, TensorBoard folder) of the tiny run."""
+    """(work directory, leaderboard folder, TensorBoard folder, printed output) of the tiny run."""
     work, out = tmp_path_factory.mktemp("tiny-work"), tmp_path_factory.mktemp("tiny-board")
     logs = work / "logs"
     result = CliRunner().invoke(main, [*TINY, "--workdir", str(work), "--out", str(out), "--log", f"tensorboard={logs}"])
     assert result.exit_code == 0, result.output
     assert "KDBENCH_TENSORBOARD" not in os.environ  # on for the run only
-    return work, out, logs
+    return work, out, logs, result.output
 
 
 @pytest.fixture(scope="module")
@@ -85,18 +85,25 @@ def test_page_in_headless_chromium(tiny_board):
 
 
 def test_visibility_of_the_stored_trigger(tiny):
-    _, board, _ = tiny
-    row = pd.read_csv(board / "visibility.csv").iloc[0]
+    _, board, _, output = tiny
+    row = pd.read_csv(board / "triggers.csv").iloc[0]
     assert row["attack"] == "badnets" and row["seed"] == 0
     # BadNets stamps a white patch on every test image: all of them change, none beyond [0, 1]
     assert row["changed"] == 1.0 and 0 < row["linf"] <= 1 and row["psnr"] > 10 and 0 < row["ssim"] < 1
+    from kdbench.visibility import perceptual_metric
+
+    _, missing = perceptual_metric()
+    if missing:  # no download here: the run says once, in one line, why the column is empty
+        assert pd.isna(row["lpips"]) and output.count(f"triggers.csv without LPIPS: {missing}\n") == 1
+    else:
+        assert 0 < row["lpips"] < 1 and "without LPIPS" not in output
 
 
 def test_tensorboard_holds_one_series_per_trained_stage(tiny):
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install -e '.[test]')")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    work, _, logs = tiny
+    work, _, logs, _ = tiny
     trained = {}
     for meta_file in work.glob("*/*/meta.json"):
         meta = json.loads(meta_file.read_text())
@@ -118,7 +125,7 @@ def test_tensorboard_holds_one_series_per_trained_stage(tiny):
 def test_show_prints_the_reproducing_command_and_exports_with_checksum(tiny, tmp_path):
     import hashlib
 
-    work, _, _ = tiny
+    work, _, _, _ = tiny
     student = json.loads(next(work.glob("student/*/meta.json")).read_text())
     result = CliRunner().invoke(main, ["show", student["key"][:8], "--workdir", str(work),
                                        "--export", str(tmp_path / "student.safetensors")])
