@@ -21,6 +21,7 @@ _EXPORTS = {
     "features": ["common_size", "embedding", "match_size", "matched_stages", "penultimate", "pool_to",
                  "require_maps", "stage_at", "stage_indices"],
     "hookspecs": ["hookimpl"],
+    "image_folder": ["load_image_folder", "read_split"],
     "network": ["Architecture", "Network", "Outputs"],
     "stages": ["Reporter"],
     "store": ["cache_tensors"],

@@ -45,7 +45,7 @@ import kdbench
 from kdbench.plugins import PluginHost
 from kdbench.registry import load_registry, spec, split_list
 from kdbench.training import cross_entropy
-from kdbench_plugins.datasets.imagefolder import read_split
+from kdbench.image_folder import read_split
 
 REFERENCE_BATCH = 128
 SEEDS_WORKERS = 4  # n_workers of every CIFAR-10 config of Cognitive Distillation's code

@@ -67,6 +67,12 @@ def test_missing_dataset_root(tmp_path):
     assert "no CIFAR-10 at" in line
 
 
+@pytest.mark.parametrize("dataset, message", [("cinic10", "no CINIC-10 at"), ("gtsrb", "no GTSRB at")])
+def test_missing_root_of_the_seeds_datasets(tmp_path, dataset, message):
+    line = one_line_error(run("run", "--dataset", f"{dataset}(root={tmp_path / 'nowhere'})", "--workdir", str(tmp_path)))
+    assert message in line and str(tmp_path / "nowhere") in line
+
+
 def test_malformed_registry_yaml(registry):
     line = one_line_error(run("list", "--registry", registry("suites: [unclosed\n")))
     assert "is not valid YAML" in line

@@ -89,3 +89,95 @@ def test_imagefolder_reads_folders_and_archives_and_caches(tmp_path, archived):
 def test_imagefolder_missing_root_is_a_config_error(tmp_path):
     with pytest.raises(kdbench.ConfigError, match="dataset root not found"):
         ImageFolder(root=str(tmp_path / "absent")).load(tmp_path)
+
+
+CINIC_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _write_cinic(root, counts):
+    """CINIC-10's layout, ``counts[split]`` 32-px PNGs per class, each of one grey level:
+    10·label + 1 in train, 10·label + 3 in valid, 10·label + 5 in test."""
+    for split, count in counts.items():
+        offset = {"train": 1, "valid": 3, "test": 5}[split]
+        for label, cls in enumerate(CINIC_CLASSES):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((32, 32, 3), 10 * label + offset, np.uint8)).save(folder / f"cifar10-{split}-{i}.png")
+
+
+def test_cinic10_keeps_cifar10_ids_adds_valid_on_request_and_caches(tmp_path):
+    from kdbench_plugins.datasets.cinic10 import Cinic10
+
+    root = tmp_path / "cinic"
+    _write_cinic(root, {"train": 3, "valid": 2, "test": 1})
+    data = Cinic10(root=str(root)).load(tmp_path / "cache")
+    assert data.info.class_names == CINIC_CLASSES and data.info.num_classes == 10 and data.info.hflip
+    assert data.train_images.shape == (30, 3, 32, 32) and data.train_labels.tolist() == [c for c in range(10) for _ in range(3)]
+    assert data.train_images[:, 0, 0, 0].tolist() == [10 * c + 1 for c in range(10) for _ in range(3)]
+    assert data.test_labels.tolist() == list(range(10)) and data.test_images[:, 0, 0, 0].tolist() == [10 * c + 5 for c in range(10)]
+    # grey levels 1, 11, …, 91 over 3 images of 32×32 pixels each: mean 46/255, and the
+    # sample standard deviation of those 30,720 pixel values per channel
+    pixels = np.repeat(np.arange(10) * 10 + 1, 3 * 32 * 32) / 255
+    assert data.info.mean == pytest.approx((46 / 255,) * 3, abs=1e-6)
+    assert data.info.std == pytest.approx((pixels.std(ddof=1),) * 3, abs=1e-7)
+
+    with_valid = Cinic10(root=str(root), include_valid=True, max_per_class=1).load(tmp_path / "cache")
+    assert with_valid.train_images.shape[0] == 20
+    assert sorted(with_valid.train_images[:, 0, 0, 0].tolist()) == sorted([10 * c + 1 for c in range(10)] + [10 * c + 3 for c in range(10)])
+    assert len(list((tmp_path / "cache").glob("cinic10-*.safetensors"))) == 2
+    for png in root.rglob("*.png"):
+        png.unlink()  # later loads read the cache only
+    assert torch.equal(Cinic10(root=str(root)).load(tmp_path / "cache").train_images, data.train_images)
+
+
+def test_cinic10_refuses_another_dataset_in_its_root(tmp_path):
+    from kdbench_plugins.datasets.cinic10 import Cinic10
+
+    _write_folder(tmp_path / "pets", "train", 1)
+    _write_folder(tmp_path / "pets", "test", 1)
+    with pytest.raises(kdbench.ConfigError, match="holds classes cat, dog, not CINIC-10's airplane"):
+        Cinic10(root=str(tmp_path / "pets")).load(tmp_path / "cache")
+
+
+def _write_gtsrb_torchvision(root, train_counts, test_labels):
+    """torchvision's GTSRB layout: Training/<class:05d>/*.ppm, Final_Test/Images/*.ppm with
+    GT-final_test.csv; every sign a 40×30 image of one colour (red = 5·label)."""
+    base = root / "gtsrb"
+    for label, count in train_counts.items():
+        folder = base / "GTSRB" / "Training" / f"{label:05d}"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((30, 40, 3), 5 * label, np.uint8)).save(folder / f"00000_{i:05d}.ppm")
+    test = base / "GTSRB" / "Final_Test" / "Images"
+    test.mkdir(parents=True)
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for i, label in enumerate(test_labels):
+        Image.fromarray(np.full((30, 40, 3), 5 * label, np.uint8)).save(test / f"{i:05d}.ppm")
+        rows.append(f"{i:05d}.ppm;40;30;0;0;39;29;{label}")
+    (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_gtsrb_from_torchvision_resizes_keeps_imbalance_and_never_flips(tmp_path):
+    from kdbench_plugins.datasets.gtsrb import Gtsrb
+
+    counts = {label: 1 for label in range(43)} | {0: 4, 42: 2}
+    _write_gtsrb_torchvision(tmp_path, counts, [42, 0, 7])
+    data = Gtsrb(root=str(tmp_path)).load(tmp_path / "cache")
+    assert data.info.num_classes == 43 and not data.info.hflip and data.info.size == 32
+    assert data.train_images.shape == (47, 3, 32, 32) and data.train_images.dtype == torch.uint8
+    expected = [label for label in range(43) for _ in range(counts[label])]  # 4, 1, …, 1, 2: the imbalance kept
+    assert data.train_labels.tolist() == expected
+    assert data.train_images[:, 0].flatten(1).float().mean(1).tolist() == [5 * label for label in expected]
+    assert data.test_labels.tolist() == [42, 0, 7] and data.test_images[:, 0, 5, 5].tolist() == [210, 0, 35]
+    small = Gtsrb(root=str(tmp_path), size=16, max_per_class=2).load(tmp_path / "cache")
+    assert small.train_images.shape == (45, 3, 16, 16) and small.train_labels.tolist()[:3] == [0, 0, 1]
+
+
+def test_gtsrb_from_an_image_folder_copy_never_flips(tmp_path):
+    from kdbench_plugins.datasets.gtsrb import Gtsrb
+
+    _write_folder(tmp_path / "signs", "train", 2, size=20)
+    _write_folder(tmp_path / "signs", "test", 1, size=20)
+    data = Gtsrb(root=str(tmp_path / "signs"), size=8).load(tmp_path / "cache")
+    assert data.train_images.shape == (4, 3, 8, 8) and not data.info.hflip

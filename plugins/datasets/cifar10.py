@@ -8,7 +8,7 @@ import torch
 
 import kdbench
 
-from .imagefolder import load_image_folder
+from kdbench.image_folder import load_image_folder
 
 
 def default_root() -> str:
