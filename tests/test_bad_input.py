@@ -67,7 +67,8 @@ def test_missing_dataset_root(tmp_path):
     assert "no CIFAR-10 at" in line
 
 
-@pytest.mark.parametrize("dataset, message", [("cinic10", "no CINIC-10 at"), ("gtsrb", "no GTSRB at")])
+@pytest.mark.parametrize("dataset, message", [("cifar100", "no CIFAR-100 at"), ("cinic10", "no CINIC-10 at"),
+                                              ("gtsrb", "no GTSRB at")])
 def test_missing_root_of_the_seeds_datasets(tmp_path, dataset, message):
     line = one_line_error(run("run", "--dataset", f"{dataset}(root={tmp_path / 'nowhere'})", "--workdir", str(tmp_path)))
     assert message in line and str(tmp_path / "nowhere") in line

@@ -181,3 +181,33 @@ def test_gtsrb_from_an_image_folder_copy_never_flips(tmp_path):
     _write_folder(tmp_path / "signs", "test", 1, size=20)
     data = Gtsrb(root=str(tmp_path / "signs"), size=8).load(tmp_path / "cache")
     assert data.train_images.shape == (4, 3, 8, 8) and not data.info.hflip
+
+
+def test_cifar100_from_a_torchvision_layout_keeps_its_fine_labels(tmp_path, monkeypatch):
+    """torchvision's pickles (``cifar-100-python/{train,test,meta}``) written here; their MD5
+    checks, which only real files pass, are switched off.  Image i of the training pickle has
+    every pixel equal to i, so the kept images say which rows were kept."""
+    import pickle
+
+    import torchvision
+
+    from kdbench_plugins.datasets.cifar100 import Cifar100
+
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    names = [f"class{c:03d}" for c in range(100)]
+    train_labels = [c for _ in range(2) for c in range(100)]  # two rounds of the 100 classes
+    splits = {"train": train_labels, "test": list(range(100))[::-1]}
+    for split, labels in splits.items():
+        data = np.repeat(np.arange(len(labels), dtype=np.uint8)[:, None], 3072, axis=1)
+        (folder / split).write_bytes(pickle.dumps({"data": data, "fine_labels": labels, "coarse_labels": [0] * len(labels)}))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": names}))
+    monkeypatch.setattr(torchvision.datasets.CIFAR100, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+
+    data = Cifar100(root=str(tmp_path)).load(tmp_path / "cache")
+    assert data.info.num_classes == 100 and data.info.class_names == tuple(names) and data.info.hflip
+    assert data.train_images.shape == (200, 3, 32, 32) and data.train_labels.tolist() == train_labels
+    assert data.test_labels.tolist() == list(range(100))[::-1]
+    one = Cifar100(root=str(tmp_path), max_per_class=1, test_per_class=1).load(tmp_path / "cache")
+    assert one.train_labels.tolist() == list(range(100)) and one.train_images[:, 0, 0, 0].tolist() == list(range(100))

@@ -3,12 +3,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
-
 import kdbench
-
-from kdbench.image_folder import load_image_folder
+from kdbench.cifar import load_cifar
 
 
 def default_root() -> str:
@@ -36,29 +32,8 @@ class Cifar10(kdbench.Dataset):
 
     def load(self, cache_dir) -> kdbench.ImageData:
         root = Path(self.root or default_root()).expanduser()
-        if (root / "train.tar.gz").exists() or (root / "train").is_dir():
-            return load_image_folder(self.name, str(root), 32, self.max_per_class, self.test_per_class, cache_dir)
-        if not self.download and not (root / "cifar-10-batches-py").is_dir():
-            raise kdbench.ConfigError(f"cifar10: no CIFAR-10 at {root} (set root=DIR, or download=true to fetch it)")
-        return self._from_torchvision(root)
-
-    def _from_torchvision(self, root: Path) -> kdbench.ImageData:
-        from torchvision.datasets import CIFAR10
-
-        splits = []
-        for train, per_class in ((True, self.max_per_class), (False, self.test_per_class)):
-            dataset = CIFAR10(str(root), train=train, download=self.download)
-            images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
-            labels = torch.tensor(dataset.targets)
-            if per_class:
-                keep = torch.cat([(labels == c).nonzero().flatten()[:per_class] for c in range(10)]).sort().values
-                images, labels = images[keep], labels[keep]
-            splits += [images, labels]
-            classes = dataset.classes
-        mean, std = kdbench.channel_statistics(splits[0])
-        info = kdbench.DatasetInfo(name=self.name, num_classes=10, channels=3, size=32, mean=mean, std=std,
-                                   class_names=tuple(classes), hflip=True)
-        return kdbench.ImageData(info, *splits)
+        return load_cifar(self.name, "CIFAR-10", "CIFAR10", "cifar-10-batches-py", root, self.download,
+                          self.max_per_class, self.test_per_class, cache_dir)
 
 
 @kdbench.hookimpl
