@@ -96,7 +96,7 @@ def load_image_folder(name: str, root: str, size: int | None, max_per_class: int
         class_names=tuple(classes), hflip=hflip,
     )
     return ImageData(info, tensors["train_images"], tensors["train_labels"].long(),
-                             tensors["test_images"], tensors["test_labels"].long())
+                     tensors["test_images"], tensors["test_labels"].long())
 
 
 def _class_names(root: Path, split: str) -> list:
