@@ -20,7 +20,7 @@ class Cinic10(kdbench.Dataset):
     2018): 270,000 32×32 images, 90,000 each in ``train/``, ``valid/`` and ``test/`` of the
     official release (``<split>/<class>/*.png``, or each split as ``<split>.tar.gz``), in
     CIFAR-10's ten classes with CIFAR-10's label ids (airplane 0 … truck 9).  ``include_valid``
-    adds ``valid/`` to the training split, as the authors suggest for a larger training set.
+    adds ``valid/`` to the training split, for a larger training set.
     torchvision has no CINIC-10: download it from https://github.com/BayesWatch/cinic-10 and
     give ``root`` (default ``$KDBENCH_CINIC10``).  ``max_per_class`` / ``test_per_class`` take
     the first images of each class (0 = all)."""
