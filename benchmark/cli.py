@@ -137,9 +137,9 @@ def _runner(options, executor=None, threads=0):
 def run(out, executor, workers, devices, address, threads, dry_run, log, **options):
     """Run SUITE (default: quick) and write its leaderboard."""
     from . import leaderboard
+    from .progress import RichReporter, detection_table, distillation_table, plan_table
     from .publishing import render, write_about, write_gallery
     from .visibility import perceptual_metric
-    from .progress import RichReporter, detection_table, distillation_table, plan_table
 
     executor = _executor(executor, workers, devices, address)
     console = Console(stderr=True)
@@ -232,25 +232,22 @@ def show(key, workdir, export_to):
         click.echo(f"exported {export_to} (sha256 {export(store, stage, key, Path(export_to))})")
 
 
-def _existing_store(workdir):
+def _existing_store(workdir, on_quarantine=None):
+    """The store at ``workdir`` (default: the user's), which must exist already."""
     from .store import Store, default_workdir
 
     root = Path(workdir) if workdir else default_workdir()
     if not root.is_dir():
         raise ConfigError(f"no work directory at {root}")
-    return Store(root)
+    return Store(root, on_quarantine=on_quarantine)
 
 
 @main.command()
 @click.option("--workdir", type=click.Path(file_okay=False), help="The store (default: $KDBENCH_WORKDIR or ~/.cache/kdbench).")
 def verify(workdir):
     """Check every stored artifact against its checksum; move corrupt ones aside."""
-    from .store import Store, default_workdir
-
-    root = Path(workdir) if workdir else default_workdir()
-    if not root.is_dir():
-        raise ConfigError(f"no work directory at {root}")
-    store = Store(root, on_quarantine=click.echo)
+    store = _existing_store(workdir, on_quarantine=click.echo)
+    root = store.root
     checked = corrupt = 0
     for stage, key in list(store.artifacts()):
         checked += 1

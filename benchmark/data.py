@@ -1,5 +1,7 @@
 """Datasets as uint8 tensors, the attacker/victim split, and augmentation on the device."""
 import dataclasses
+import os
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -55,6 +57,12 @@ class Split:
     attacker: torch.Tensor
     victim: torch.Tensor
     defender: torch.Tensor  # a clean calibration subset of the victim half
+
+
+def data_root(variable: str, name: str) -> Path:
+    """Where a dataset plugin looks when no ``root`` is given: ``$variable``, else
+    ``~/.cache/kdbench/data/<name>``."""
+    return Path(os.environ.get(variable, Path.home() / ".cache" / "kdbench" / "data" / name)).expanduser()
 
 
 def stratified_split(labels: torch.Tensor, attacker_fraction: float, defender_fraction: float, seed: int) -> Split:

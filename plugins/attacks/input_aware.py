@@ -151,10 +151,10 @@ class InputAware(kdbench.PoisoningAttack):
         classifier = ctx.new_model().to(ctx.device).train()
         optimizers = [torch.optim.Adam(trigger.patterns.parameters(), lr=0.01, betas=(0.5, 0.9))]
         if self.classifier_lr is None:
-            sgd, schedule = ctx.scheduled_sgd(classifier.parameters())
+            sgd, scheduler = ctx.scheduled_sgd(classifier.parameters())
         else:
             sgd = torch.optim.SGD(classifier.parameters(), lr=self.classifier_lr, momentum=0.9, weight_decay=5e-4)
-            schedule = None
+            scheduler = None
         optimizers.append(sgd)
         trigger.patterns.train()
         for _ in range(ctx.epochs):
@@ -171,8 +171,8 @@ class InputAware(kdbench.PoisoningAttack):
                 loss.backward()
                 for optimizer in optimizers:
                     optimizer.step()
-                if schedule is not None:
-                    schedule.step()
+                if scheduler is not None:
+                    scheduler.step()
         trigger.patterns.eval().requires_grad_(False)
         return kdbench.Backdoor(classifier.eval(), trigger.eval(), self.target, indices,
                                 torch.full((len(indices),), self.target, dtype=torch.long))

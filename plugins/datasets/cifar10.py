@@ -1,14 +1,9 @@
 """CIFAR-10: torchvision's download for users, or a local ImageFolder copy / its archives."""
 import dataclasses
-import os
 from pathlib import Path
 
 import kdbench
 from kdbench.cifar import load_cifar
-
-
-def default_root() -> str:
-    return os.environ.get("KDBENCH_CIFAR10", str(Path.home() / ".cache" / "kdbench" / "data" / "cifar10"))
 
 
 @dataclasses.dataclass
@@ -31,7 +26,7 @@ class Cifar10(kdbench.Dataset):
     test_per_class: int = 0
 
     def load(self, cache_dir) -> kdbench.ImageData:
-        root = Path(self.root or default_root()).expanduser()
+        root = Path(self.root).expanduser() if self.root else kdbench.data_root("KDBENCH_CIFAR10", "cifar10")
         return load_cifar(self.name, "CIFAR-10", "CIFAR10", "cifar-10-batches-py", root, self.download,
                           self.max_per_class, self.test_per_class, cache_dir)
 

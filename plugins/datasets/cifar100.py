@@ -1,14 +1,9 @@
 """CIFAR-100: torchvision's download for users, or a local ImageFolder copy / its archives."""
 import dataclasses
-import os
 from pathlib import Path
 
 import kdbench
 from kdbench.cifar import load_cifar
-
-
-def default_root() -> str:
-    return os.environ.get("KDBENCH_CIFAR100", str(Path.home() / ".cache" / "kdbench" / "data" / "cifar100"))
 
 
 @dataclasses.dataclass
@@ -35,7 +30,7 @@ class Cifar100(kdbench.Dataset):
         kdbench.check_non_negative(self, "max_per_class", "test_per_class")
 
     def load(self, cache_dir) -> kdbench.ImageData:
-        root = Path(self.root or default_root()).expanduser()
+        root = Path(self.root).expanduser() if self.root else kdbench.data_root("KDBENCH_CIFAR100", "cifar100")
         return load_cifar(self.name, "CIFAR-100", "CIFAR100", "cifar-100-python", root, self.download,
                           self.max_per_class, self.test_per_class, cache_dir)
 

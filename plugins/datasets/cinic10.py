@@ -1,6 +1,5 @@
 """CINIC-10: CIFAR-10's ten classes from CIFAR-10 and downsampled ImageNet, 32×32."""
 import dataclasses
-import os
 from pathlib import Path
 
 import kdbench
@@ -8,10 +7,6 @@ from kdbench.image_folder import load_image_folder
 
 # Lexicographic, as the official layout's folders sort: the same ids as CIFAR-10's labels.
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-def default_root() -> str:
-    return os.environ.get("KDBENCH_CINIC10", str(Path.home() / ".cache" / "kdbench" / "data" / "cinic10"))
 
 
 @dataclasses.dataclass
@@ -37,7 +32,7 @@ class Cinic10(kdbench.Dataset):
         kdbench.check_non_negative(self, "max_per_class", "test_per_class")
 
     def load(self, cache_dir) -> kdbench.ImageData:
-        root = Path(self.root or default_root()).expanduser()
+        root = Path(self.root).expanduser() if self.root else kdbench.data_root("KDBENCH_CINIC10", "cinic10")
         if not any((root / f"train{suffix}").exists() for suffix in ("", ".tar.gz")):
             raise kdbench.ConfigError(f"cinic10: no CINIC-10 at {root} (expected train/, valid/, test/; "
                                       "get it from https://github.com/BayesWatch/cinic-10 and set root=DIR or $KDBENCH_CINIC10)")

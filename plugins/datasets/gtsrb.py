@@ -1,6 +1,5 @@
 """GTSRB: the German Traffic Sign Recognition Benchmark, 43 classes, resized to the suite's size."""
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,6 @@ import kdbench
 from kdbench.image_folder import load_image_folder
 
 CLASSES = 43
-
-
-def default_root() -> str:
-    return os.environ.get("KDBENCH_GTSRB", str(Path.home() / ".cache" / "kdbench" / "data" / "gtsrb"))
 
 
 @dataclasses.dataclass
@@ -41,7 +36,7 @@ class Gtsrb(kdbench.Dataset):
             raise kdbench.ConfigError(f"gtsrb: size must be at least 8, got {self.size}")
 
     def load(self, cache_dir) -> kdbench.ImageData:
-        root = Path(self.root or default_root()).expanduser()
+        root = Path(self.root).expanduser() if self.root else kdbench.data_root("KDBENCH_GTSRB", "gtsrb")
         if (root / "train").is_dir() or (root / "train.tar.gz").exists():
             return load_image_folder(self.name, str(root), self.size, self.max_per_class, self.test_per_class,
                                      cache_dir, hflip=False)
