@@ -76,14 +76,19 @@ def markdown(summary: pd.DataFrame, distillation: pd.DataFrame, detection: pd.Da
     if len(detection):
         parts += ["\n## Detection (mean ± std over seeds)\n",
                   _markdown_table(wide(summary, "detection", DETECTION_SHOWN), DETECTION_GROUP, DETECTION_SHOWN)]
-    failed = pd.concat([t[t["status"] != "ok"] for t in (distillation, detection) if len(t)], ignore_index=True) \
-        if len(distillation) + len(detection) else pd.DataFrame()
+    failed = failed_rows(distillation, detection)
     if len(failed):
         columns = [c for c in [*DETECTION_GROUP, "seed", "error"] if c in failed]
         lines = [_row(columns), "|" + "---|" * len(columns)]
         lines += [_row(_text(row[c]) for c in columns) for _, row in failed.iterrows()]
         parts += ["\n## Failed\n", "\n".join(lines) + "\n"]
     return "\n".join(parts)
+
+
+def failed_rows(distillation: pd.DataFrame, detection: pd.DataFrame) -> pd.DataFrame:
+    """The rows of both tables whose status is not ``ok``."""
+    parts = [t[t["status"] != "ok"] for t in (distillation, detection) if len(t)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def _markdown_table(table: pd.DataFrame, group: list, metrics: list) -> str:

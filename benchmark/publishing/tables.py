@@ -3,6 +3,7 @@ seeds, colour scales on ASR and AUROC from their means, headers that stay in vie
 import matplotlib
 import pandas as pd
 
+from ..leaderboard import failed_rows
 from ..summary import DETECTION_GROUP, DISTILLATION_GROUP, mean_std, wide
 
 DISTILLATION = {"teacher_ca": "teacher CA", "teacher_asr": "teacher ASR", "student_ca": "student CA",
@@ -23,7 +24,7 @@ def detection_table(summary: pd.DataFrame, table_id: str = "detection") -> str:
 
 def failed_table(distillation: pd.DataFrame, detection: pd.DataFrame) -> str:
     """The rows that failed, with their errors (empty when none did)."""
-    failed = pd.concat([t[t["status"] != "ok"] for t in (distillation, detection) if len(t)], ignore_index=True)
+    failed = failed_rows(distillation, detection)
     if failed.empty:
         return ""
     columns = [c for c in [*DISTILLATION_GROUP, "seed", "defense", "model", "error"] if c in failed]
