@@ -74,6 +74,8 @@ def suite_options(command):
         click.argument("suite_name", default="quick", metavar="[SUITE]"),
         registry_option,
         click.option("--dataset", help="The dataset, replacing the suite's (name or name(key=value,...))."),
+        click.option("--victim-dataset", help="The dataset the victim distils on, replacing the suite's "
+                                              "(default: the victim half of the dataset)."),
         _list_option("teachers", "teacher architectures"),
         _list_option("students", "student architectures"),
         _list_option("attacks", "attacks"),
@@ -93,13 +95,14 @@ def suite_options(command):
     return command
 
 
-def _suite(registry, suite_name, dataset, teachers, students, attacks, distillers, defenses, seeds, epochs,
-           teacher_epochs, student_epochs, batch_size):
+def _suite(registry, suite_name, dataset, victim_dataset, teachers, students, attacks, distillers, defenses, seeds,
+           epochs, teacher_epochs, student_epochs, batch_size):
     axes = {name: [spec(item, f"--{name}") for item in split_list(value)] if value is not None else None
             for name, value in (("teachers", teachers), ("students", students), ("attacks", attacks),
                                 ("distillers", distillers), ("defenses", defenses))}
     return registry.suite(suite_name).override(
-        dataset=spec(dataset, "--dataset") if dataset else None, seeds=_seeds(seeds),
+        dataset=spec(dataset, "--dataset") if dataset else None,
+        victim_dataset=spec(victim_dataset, "--victim-dataset") if victim_dataset else None, seeds=_seeds(seeds),
         teacher_epochs=teacher_epochs or epochs, student_epochs=student_epochs or epochs, batch_size=batch_size,
         **axes)
 
@@ -286,7 +289,8 @@ def list_suites(registry_file):
         table.add_column(column, overflow="fold")
     for suite in registry.suites.values():
         join = lambda specs: ", ".join(map(str, specs)) or "–"  # noqa: E731
-        table.add_row(suite.name, str(suite.dataset), join(suite.teachers), join(suite.students),
+        dataset = str(suite.dataset) + (f" (victim: {suite.victim_dataset})" if suite.victim_dataset else "")
+        table.add_row(suite.name, dataset, join(suite.teachers), join(suite.students),
                       join([spec(BASELINE, "")] + suite.attacks), join(suite.distillers), join(suite.defenses),
                       ", ".join(map(str, suite.seeds)),
                       f"{suite.budget['teacher_epochs']}/{suite.budget['student_epochs']}", str(_cells(suite)),

@@ -20,9 +20,10 @@ from .data import to_float
 from .errors import ConfigError
 from .network import Network
 
-# The first name of the module timm records (``feature_info``) for a stem's output: ResNet's
-# ``act1``, ResNetV2's and RegNet's ``stem``, the ``conv1``/``bn1``/``conv_stem`` of others.
-STEM_MODULES = frozenset({"act1", "bn1", "conv1", "conv_stem", "stem"})
+# The module timm records (``feature_info``) for a stem's output, or the first part of its
+# name: ResNet's ``act1``, ResNetV2's and RegNet's ``stem``, DenseNet's ``features.norm0``,
+# the ``conv1``/``bn1``/``conv_stem`` of others.
+STEM_MODULES = frozenset({"act1", "bn1", "conv1", "conv_stem", "stem", "features.norm0"})
 
 
 def embedding(network: Network, features: torch.Tensor) -> torch.Tensor:
@@ -46,12 +47,13 @@ def penultimate(network: Network, images: torch.Tensor, batch_size: int = 1024) 
 def stage_indices(network: Network, count: int) -> list[int]:
     """The indices, among the ``count`` maps ``forward_intermediates`` returns, of the outputs
     of the network's stages.  timm lists a stem's output first for some families (a ResNet's
-    ``act1``); it is left out.  A body without timm's ``feature_info`` (the small CNN) has
+    ``act1``, a DenseNet's ``features.norm0``); it is left out.  A body without timm's ``feature_info`` (the small CNN) has
     stages only."""
     info = getattr(network.body, "feature_info", None)
     if not isinstance(info, list) or len(info) != count:
         return list(range(count))
-    return [i for i, entry in enumerate(info) if entry["module"].split(".")[0] not in STEM_MODULES]
+    return [i for i, entry in enumerate(info)
+            if entry["module"] not in STEM_MODULES and entry["module"].split(".")[0] not in STEM_MODULES]
 
 
 def stage_at(count: int, depth: float) -> int:

@@ -10,13 +10,13 @@ from .summary import DETECTION_GROUP, DISTILLATION_GROUP, DISTILLATION_METRICS, 
 
 METRICS = DISTILLATION_METRICS
 DISTILLATION_COLUMNS = [
-    "dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed", *METRICS,
+    "dataset", "victim_dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed", *METRICS,
     "teacher_seconds", "student_seconds", "device", "threads", "kdbench_version", "torch_version",
     "attack_plugin", "distiller_plugin", "spec_hash", "status", "error",
 ]
 DETECTION_COLUMNS = [
-    "dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed", "defense", "family", "model",
-    "auroc", "auprc", "auroc_effective", "auprc_effective", "score", "ca_after", "asr_after", "der",
+    "dataset", "victim_dataset", "teacher_arch", "student_arch", "attack", "distiller", "seed", "defense", "family",
+    "model", "auroc", "auprc", "auroc_effective", "auprc_effective", "score", "ca_after", "asr_after", "der",
     "defense_plugin", "spec_hash", "status", "error",
 ]
 

@@ -97,7 +97,7 @@ class LockStep:
         """A fresh student and a fresh distiller instance set up for it."""
         student = self.stages.new_network(arch, self.seed)
         method = copy.deepcopy(distiller.component)
-        probe = self.view.victim_images[:8].float().div(255)
+        probe = self.stages.distillation_set(self.view, self.teacher)[0][:8].float().div(255)
         with torch.no_grad():
             teacher_probe = self.teacher.model.eval().run(probe, method.needs)
             student_probe = student.eval().run(probe, method.needs)
@@ -132,8 +132,8 @@ class LockStep:
         def on_diverged(index, message):
             failures[bound[index][2]] = message
 
-        train(learners, self.view.victim_images, self.view.victim_labels, schedule, hflip=stages.data.info.hflip,
-              seed=self.seed, teacher=self.teacher.model if uses_teacher else None, on_epoch=on_epoch,
+        images, labels, hflip = stages.distillation_set(self.view, self.teacher)
+        train(learners, images, labels, schedule, hflip=hflip, seed=self.seed, teacher=self.teacher.model if uses_teacher else None, on_epoch=on_epoch,
               on_diverged=on_diverged, compiled=stages.budget["compile"])
         seconds = (time.perf_counter() - started) / len(bound)  # lock-step time, shared evenly
         for student, method, key, distiller, arch, name, history in bound:

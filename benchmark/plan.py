@@ -51,7 +51,8 @@ def plan_suite(stages) -> Plan:
     suite, data = stages.suite, stages.load_data()
     budget = suite.budget
     attacker = len(data.train_images) * budget["attacker_fraction"]
-    victim = len(data.train_images) - attacker
+    victim_data = stages.load_victim_data()
+    victim = len(victim_data.train_images) if victim_data else len(data.train_images) - attacker
     jobs, cells, detections = {}, [], []
 
     def add(stage, key, args, inputs, outputs, cost, description):
@@ -62,6 +63,7 @@ def plan_suite(stages) -> Plan:
     students = [stages.resolve("architecture", str(s)) for s in suite.students]
     attacks = [stages.resolve("attack", str(s)) for s in suite.attacks if s.name != BASELINE]
     defenses = [stages.resolve("defense", str(s)) for s in suite.defenses]
+    victim_label = (stages.victim_dataset or stages.dataset).label  # the dataset the students saw
     for seed in suite.seeds:
         for arch in (stages.resolve("architecture", str(s)) for s in suite.teachers):
             clean = stages.clean_teacher_key(seed, arch)
@@ -97,7 +99,8 @@ def plan_suite(stages) -> Plan:
                                     f"{len(members)} student(s) of the {label} teacher {arch.label} (seed {seed})")
                 for distiller in distillers:
                     for student in students:
-                        row = {"dataset": stages.dataset.label, "teacher_arch": arch.label, "student_arch": student.label,
+                        row = {"dataset": stages.dataset.label, "victim_dataset": victim_label,
+                               "teacher_arch": arch.label, "student_arch": student.label,
                                "attack": label, "distiller": distiller.label, "seed": seed}
                         model = {"attack": _attack(label), "distiller": distiller.label, "student": student.label}
                         evaluations = {"teacher": evaluation({"attack": _attack(label)}, label),

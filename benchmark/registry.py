@@ -12,8 +12,8 @@ import yaml
 
 from .errors import ConfigError, unknown_name
 
-SUITE_KEYS = {"description", "dataset", "teachers", "students", "attacks", "distillers", "defenses",
-              "seeds", "budget", "leaderboard"}
+SUITE_KEYS = {"description", "dataset", "victim_dataset", "teachers", "students", "attacks", "distillers",
+              "defenses", "seeds", "budget", "leaderboard"}
 BASELINE = "none"  # the attack name of the clean baseline
 BUDGET_DEFAULTS = {"teacher_epochs": 20, "student_epochs": 20, "batch_size": 256, "lr": 0.1,
                    "attacker_fraction": 0.5, "defender_fraction": 0.1, "max_test": 0, "compile": False}
@@ -49,14 +49,19 @@ class Suite:
     seeds: list
     budget: dict
     leaderboard: str
+    victim_dataset: Spec | None = None  # where the victim distils, when not on the dataset's victim half
 
     def definition(self) -> dict:
         """The suite as a registry entry (``suites: {name: definition}``) that reproduces it."""
         labels = lambda specs: [str(s) for s in specs]  # noqa: E731
-        return {"description": self.description, "dataset": str(self.dataset), "teachers": labels(self.teachers),
-                "students": labels(self.students), "attacks": labels(self.attacks),
-                "distillers": labels(self.distillers), "defenses": labels(self.defenses), "seeds": list(self.seeds),
-                "budget": dict(self.budget), "leaderboard": self.leaderboard}
+        definition = {"description": self.description, "dataset": str(self.dataset),
+                      "teachers": labels(self.teachers), "students": labels(self.students),
+                      "attacks": labels(self.attacks), "distillers": labels(self.distillers),
+                      "defenses": labels(self.defenses), "seeds": list(self.seeds), "budget": dict(self.budget),
+                      "leaderboard": self.leaderboard}
+        if self.victim_dataset is not None:
+            definition["victim_dataset"] = str(self.victim_dataset)
+        return definition
 
     def override(self, **axes) -> "Suite":
         """A copy with the given axes (lists of specs, seeds, budget entries) replaced."""
@@ -164,6 +169,8 @@ def parse_suite(name: str, body, where: str = "registry") -> Suite:
         seeds=seeds,
         budget=budget,
         leaderboard=str(body.get("leaderboard", name)),
+        victim_dataset=spec(body["victim_dataset"], f"suite '{name}' victim_dataset") if body.get("victim_dataset")
+        else None,
     )
 
 

@@ -32,8 +32,9 @@ class Runner:
         self.stages.reporter = reporter
 
     def load_data(self):
-        """Load the dataset and check every attack against it (before anything is trained)."""
+        """Load the dataset (and the victim's) and check every attack against it (before anything is trained)."""
         data = self.stages.load_data()
+        self.stages.load_victim_data()
         for attack in self.suite.attacks:
             if attack.name != BASELINE:
                 self.stages.resolve("attack", str(attack)).component.check(data.info)

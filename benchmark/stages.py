@@ -19,12 +19,13 @@ from .attack import AttackContext
 from .claims import Claims
 from .data import ImageData, stratified_split
 from .detection import defend
+from .errors import ConfigError
 from .metrics import measure
 from .network import Network
 from .registry import Suite, spec
 from .store import CorruptArtifact, Store, prefixed, spec_hash, unprefixed
 from .threat_model import ThreatModel
-from .training import Learner, Schedule, cross_entropy, prepare, train
+from .training import Learner, Schedule, cross_entropy, predict, prepare, train
 
 HARNESS_VERSION = "2"
 LOADED = 16  # models a process keeps in memory after loading them
@@ -84,7 +85,9 @@ class Stages:
         self.budget = suite.budget
         self.resolved = {}
         self.dataset = self.resolve("dataset", str(suite.dataset))
+        self.victim_dataset = self.resolve("dataset", str(suite.victim_dataset)) if suite.victim_dataset else None
         self.data: ImageData | None = None
+        self.victim_data: ImageData | None = None
         self.views = {}
         self.loaded = collections.OrderedDict()  # recently loaded models, by artifact key
 
@@ -109,6 +112,35 @@ class Stages:
                 data = dataclasses.replace(data, test_images=data.test_images[keep], test_labels=data.test_labels[keep])
             self.data = data.to(self.device)
         return self.data
+
+    def load_victim_data(self) -> ImageData | None:
+        """The training split of the suite's ``victim_dataset`` on the device (None without one),
+        checked to hold images of the dataset's size and channels."""
+        if self.victim_dataset is None or self.victim_data is not None:
+            return self.victim_data
+        info, victim = self.load_data().info, self.victim_dataset.component.load(self.store.root / "datasets")
+        if (victim.info.size, victim.info.channels) != (info.size, info.channels):
+            raise ConfigError(f"victim_dataset {self.victim_dataset.label} has {victim.info.size}-px images with "
+                              f"{victim.info.channels} channel(s), the dataset {self.dataset.label} "
+                              f"{info.size}-px images with {info.channels}: the teacher cannot read them")
+        empty = victim.test_labels[:0]
+        self.victim_data = dataclasses.replace(victim, test_images=victim.test_images[:0], test_labels=empty)
+        self.victim_data = self.victim_data.to(self.device)
+        return self.victim_data
+
+    def distillation_set(self, view: ThreatModel, teacher: "Teacher") -> tuple:
+        """(images, labels, hflip) the victim distils the teacher on: the victim half of the
+        dataset, or with a ``victim_dataset`` every training image of that one (BackWeak's code
+        distils a CIFAR-10 teacher on CINIC-10; evaluation stays on the dataset's test set).
+        The labels are the victim dataset's own where its classes are the dataset's (the same
+        class names in the same order); otherwise they mean nothing to the teacher, and the
+        distillers' hard-label terms read the teacher's predictions instead."""
+        victim = self.load_victim_data()
+        if victim is None:
+            return view.victim_images, view.victim_labels, self.data.info.hflip
+        if victim.info.class_names == self.data.info.class_names:
+            return victim.train_images, victim.train_labels, victim.info.hflip
+        return victim.train_images, predict(teacher.model, victim.train_images), victim.info.hflip
 
     def view(self, seed: int) -> ThreatModel:
         if seed not in self.views:
@@ -146,9 +178,12 @@ class Stages:
         return spec_hash(spec)
 
     def student_key(self, seed, teacher_key: str, distiller: Resolved, arch: Resolved) -> str:
-        return spec_hash({"stage": "student", "teacher": teacher_key, "distiller": distiller.key,
-                          "student": arch.key, "data": self.data_key(seed),
-                          "schedule": dataclasses.asdict(self.schedule("student_epochs"))})
+        spec = {"stage": "student", "teacher": teacher_key, "distiller": distiller.key,
+                "student": arch.key, "data": self.data_key(seed),
+                "schedule": dataclasses.asdict(self.schedule("student_epochs"))}
+        if self.victim_dataset is not None:
+            spec["victim_dataset"] = self.victim_dataset.key
+        return spec_hash(spec)
 
     def evaluation_key(self, model_key: str, trigger_key: str | None) -> str:
         return spec_hash({"stage": "evaluation", "model": model_key, "trigger": trigger_key,

@@ -172,6 +172,9 @@ def test_at_pairs_the_stages_of_a_timm_resnet_not_its_stem(bench):
     the four residual stages, as the references pair the residual groups."""
     resnet, small = network(bench, "resnet10t"), network(bench, STUDENT)
     assert kdbench.stage_indices(resnet, 5) == [1, 2, 3, 4]
+    assert kdbench.stage_indices(network(bench, "densenet121"), 5) == [1, 2, 3, 4]  # features.norm0 is its stem
+    assert kdbench.stage_indices(network(bench, "regnetx_002"), 5) == [1, 2, 3, 4]
+    assert kdbench.stage_indices(network(bench, "convnext_atto"), 4) == [0, 1, 2, 3]  # no stem map listed
     assert kdbench.stage_indices(small, 3) == [0, 1, 2]
     x = torch.rand(2, 1, 16, 16)
     at = method(bench, "at")

@@ -26,7 +26,9 @@ def test_a_user_registry_adds_suites_and_plugins(tmp_path):
     assert "quick" in registry.suites and registry.plugins[-1] == "failing_attack"
     suite = registry.suite("mine")
     assert suite.attacks[0].kwargs == {"patch_size": 2} and suite.students == suite.teachers
-    assert suite.dataset.kwargs == {"size": 12} and suite.leaderboard == "mine"
+    assert suite.dataset.kwargs == {"size": 12} and suite.leaderboard == "mine" and suite.victim_dataset is None
+    crossed = load_registry().suite("cinic10-victim")
+    assert str(crossed.victim_dataset) == "cinic10" and crossed.definition()["victim_dataset"] == "cinic10"
 
 
 def test_command_line_lists_keep_options_together():
