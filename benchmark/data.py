@@ -1,5 +1,6 @@
 """Datasets as uint8 tensors, the attacker/victim split, and augmentation on the device."""
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import ClassVar
@@ -22,6 +23,7 @@ class DatasetInfo:
     std: tuple
     class_names: tuple
     hflip: bool = True
+    crop: str = "pad"  # training augmentation: "pad" (CIFAR's padded random crop) or "resized" (ImageNet's)
 
 
 @dataclasses.dataclass
@@ -103,13 +105,17 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     return images.clamp(0, 1).mul(255).round().div(255)
 
 
-def augment(images: torch.Tensor, hflip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop (zero padding of size/8) and, where the dataset allows it, horizontal flip.
+def augment(images: torch.Tensor, hflip: bool, generator: torch.Generator | None = None,
+            crop: str = "pad") -> torch.Tensor:
+    """Random crop and, where the dataset allows it, horizontal flip, on whole batches on the
+    images' device: ``crop`` "pad" is the CIFAR recipe (a random crop of the image padded with
+    size/8 zeros), "resized" the ImageNet one (``random_resized_crop``).
 
-    Runs on whole batches on the images' device, of any dtype (uint8 moves a quarter of the
-    bytes of float32): one random translation per image, applied by gathering from a padded
-    copy.
+    The padded crop works on any dtype (uint8 moves a quarter of the bytes of float32): one
+    random translation per image, applied by gathering from a padded copy.
     """
+    if crop == "resized":
+        return random_resized_crop(images, hflip, generator)
     n, _, h, w = images.shape
     pad = max(1, h // 8)
     device = images.device
@@ -124,6 +130,53 @@ def augment(images: torch.Tensor, hflip: bool, generator: torch.Generator | None
     batch = torch.arange(n, device=device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()  # one-channel batches keep a channels-last stride
+
+
+def resized_crop_boxes(n: int, size: int, generator: torch.Generator | None = None,
+                       scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 10) -> torch.Tensor:
+    """n crop boxes (top, left, height, width) of a square ``size``-px image, drawn as
+    torchvision's ``RandomResizedCrop.get_params`` draws them: an area fraction uniform in
+    ``scale``, an aspect ratio log-uniform in ``ratio``, the first of ``tries`` that fits, at
+    a uniform position; the whole image when none fits (torchvision's fallback for a square)."""
+    area = size * size * torch.empty(n, tries).uniform_(*scale, generator=generator)
+    log_ratio = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    width = (area * log_ratio.exp()).sqrt().round()
+    height = (area / log_ratio.exp()).sqrt().round()
+    fits = (width > 0) & (width <= size) & (height > 0) & (height <= size)
+    first = fits.float().argmax(1, keepdim=True)
+    found = fits.any(1)
+    height = torch.where(found, height.gather(1, first).squeeze(1), torch.tensor(float(size)))
+    width = torch.where(found, width.gather(1, first).squeeze(1), torch.tensor(float(size)))
+    top = (torch.rand(n, generator=generator) * (size - height + 1)).floor()
+    left = (torch.rand(n, generator=generator) * (size - width + 1)).floor()
+    return torch.stack([top, left, height, width], 1)
+
+
+def resized_crop(images: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Each image's box (top, left, height, width) resampled bilinearly to the image's size,
+    mirrored where ``flip``: one ``grid_sample`` for the batch, on its device, of uint8 or
+    float images (returned in their dtype)."""
+    n, _, h, w = images.shape
+    boxes = boxes.to(images.device, torch.float32)
+    top, left, height, width = boxes.unbind(1)
+    theta = torch.zeros(n, 2, 3, device=images.device)
+    theta[:, 0, 0] = torch.where(flip.to(images.device), -width / w, width / w)
+    theta[:, 0, 2] = (2 * left + width) / w - 1
+    theta[:, 1, 1] = height / h
+    theta[:, 1, 2] = (2 * top + height) / h - 1
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else out
+
+
+def random_resized_crop(images: torch.Tensor, hflip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ImageNet's training augmentation (Szegedy et al. 2015; torchvision's
+    ``RandomResizedCrop(size)`` and ``RandomHorizontalFlip``) on a batch of square images:
+    a box of ``resized_crop_boxes`` per image, resized back to the image's size."""
+    n = len(images)
+    boxes = resized_crop_boxes(n, images.shape[-1], generator)
+    flip = torch.rand(n, generator=generator) < 0.5 if hflip else torch.zeros(n, dtype=torch.bool)
+    return resized_crop(images, boxes, flip)
 
 
 def batch_count(n: int, batch_size: int) -> int:

@@ -132,8 +132,8 @@ class LockStep:
         def on_diverged(index, message):
             failures[bound[index][2]] = message
 
-        images, labels, hflip = stages.distillation_set(self.view, self.teacher)
-        train(learners, images, labels, schedule, hflip=hflip, seed=self.seed, teacher=self.teacher.model if uses_teacher else None, on_epoch=on_epoch,
+        images, labels, info = stages.distillation_set(self.view, self.teacher)
+        train(learners, images, labels, schedule, hflip=info.hflip, crop=info.crop, seed=self.seed, teacher=self.teacher.model if uses_teacher else None, on_epoch=on_epoch,
               on_diverged=on_diverged, compiled=stages.budget["compile"])
         seconds = (time.perf_counter() - started) / len(bound)  # lock-step time, shared evenly
         for student, method, key, distiller, arch, name, history in bound:

@@ -129,7 +129,7 @@ class Stages:
         return self.victim_data
 
     def distillation_set(self, view: ThreatModel, teacher: "Teacher") -> tuple:
-        """(images, labels, hflip) the victim distils the teacher on: the victim half of the
+        """(images, labels, info) the victim distils the teacher on: the victim half of the
         dataset, or with a ``victim_dataset`` every training image of that one (BackWeak's code
         distils a CIFAR-10 teacher on CINIC-10; evaluation stays on the dataset's test set).
         The labels are the victim dataset's own where its classes are the dataset's (the same
@@ -137,10 +137,10 @@ class Stages:
         distillers' hard-label terms read the teacher's predictions instead."""
         victim = self.load_victim_data()
         if victim is None:
-            return view.victim_images, view.victim_labels, self.data.info.hflip
+            return view.victim_images, view.victim_labels, self.data.info
         if victim.info.class_names == self.data.info.class_names:
-            return victim.train_images, victim.train_labels, victim.info.hflip
-        return victim.train_images, predict(teacher.model, victim.train_images), victim.info.hflip
+            return victim.train_images, victim.train_labels, victim.info
+        return victim.train_images, predict(teacher.model, victim.train_images), victim.info
 
     def view(self, seed: int) -> ThreatModel:
         if seed not in self.views:
@@ -266,7 +266,8 @@ class Stages:
             schedule = self.schedule("teacher_epochs")
             schedule = dataclasses.replace(schedule, epochs=epochs or schedule.epochs, lr=schedule.lr * lr_scale)
             learner = Learner(prepare(model, self.device), cross_entropy, params, name=name)
-            return train([learner], images, labels, schedule, hflip=self.data.info.hflip, seed=seed,
+            return train([learner], images, labels, schedule, hflip=self.data.info.hflip, crop=self.data.info.crop,
+                         seed=seed,
                          compiled=self.budget["compile"], poison=poison,
                          on_epoch=lambda epoch, metrics: on_epoch(epoch, {k: v[0] for k, v in metrics.items()}))[0]
         return fit

@@ -110,12 +110,13 @@ def scheduled_sgd(params, schedule: Schedule, device, steps: int):
 
 
 def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, schedule: Schedule, *,
-          hflip: bool, seed: int, teacher: Network | None = None,
+          hflip: bool, seed: int, crop: str = "pad", teacher: Network | None = None,
           on_epoch: Callable[[int, dict], None] | None = None,
           on_diverged: Callable[[int, str], None] | None = None, compiled: bool = False,
           poison: Poison | None = None) -> list[Network]:
     """Train every learner on (images, labels) in lock-step; returns their models.
 
+    Each batch is augmented with ``kdbench.augment`` (``crop``, ``hflip``: the dataset's).
     ``poison`` (an attack's) triggers its rows of every batch after augmentation.
 
     ``teacher`` (frozen, eval mode) is run once per batch and its outputs handed to every
@@ -148,7 +149,7 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
         losses = torch.zeros(per_epoch, len(learners), device=device)
         correct = torch.zeros(len(learners), device=device)
         for step, index in enumerate(batches(len(images), schedule.batch_size, True, generator, device)):
-            x = to_float(augment(images[index], hflip, generator))  # crop and flip the uint8 pixels
+            x = to_float(augment(images[index], hflip, generator, crop))  # crop and flip the uint8 pixels
             if poison is not None:
                 x = poison(x, index)
             if channels_last:

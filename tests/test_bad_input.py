@@ -68,7 +68,7 @@ def test_missing_dataset_root(tmp_path):
 
 
 @pytest.mark.parametrize("dataset, message", [("cifar100", "no CIFAR-100 at"), ("cinic10", "no CINIC-10 at"),
-                                              ("gtsrb", "no GTSRB at")])
+                                              ("gtsrb", "no GTSRB at"), ("imagenet50", "no ImageNet subset at")])
 def test_missing_root_of_the_seeds_datasets(tmp_path, dataset, message):
     line = one_line_error(run("run", "--dataset", f"{dataset}(root={tmp_path / 'nowhere'})", "--workdir", str(tmp_path)))
     assert message in line and str(tmp_path / "nowhere") in line

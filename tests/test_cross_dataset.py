@@ -15,11 +15,11 @@ from kdbench_plugins.datasets.digits import Digits
 
 def test_a_victim_dataset_distils_on_its_own_images_with_its_own_labels(host, store, clean_teacher):
     bench = make_bench(host, store, victim_dataset=spec("digits(test_fraction=0.5)", "victim"))
-    images, labels, hflip = bench.runner.distillation_set(bench.view, clean_teacher)
+    images, labels, info = bench.runner.distillation_set(bench.view, clean_teacher)
     other = Digits(test_fraction=0.5).load(None)
     assert len(images) == 898 != len(bench.view.victim_images)  # 1,797 images less 899 held out; not the victim half
     assert torch.equal(images.cpu(), other.train_images) and torch.equal(labels.cpu(), other.train_labels)
-    assert hflip is False
+    assert info.hflip is False and info.size == 16
 
 
 def test_a_victim_dataset_of_other_classes_is_labelled_by_the_teacher(store, clean_teacher):

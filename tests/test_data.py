@@ -58,6 +58,44 @@ def test_augment_is_a_padded_crop_and_flip_of_each_image_in_any_dtype():
     assert torch.equal(floats, out.float() / 255)
 
 
+def test_resized_crop_is_torchvisions_crop_then_resize():
+    """One box against torchvision's ``resized_crop`` (crop, then bilinear resize): equal away
+    from the border, where torchvision reads only the crop and the single grid_sample also
+    its neighbours; the whole image unflipped is the image itself; a flip mirrors the crop."""
+    from torchvision.transforms.v2 import functional as TF
+
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    box = torch.tensor([[4.0, 6.0, 16.0, 16.0], [0.0, 0.0, 32.0, 32.0]])
+    out = kdbench.data.resized_crop(images, box, torch.tensor([False, False]))
+    reference = TF.resized_crop(images[0], 4, 6, 16, 16, [32, 32], antialias=False)
+    assert torch.allclose(out[0, :, 1:-1, 1:-1], reference[:, 1:-1, 1:-1], atol=1e-5)
+    assert torch.allclose(out[1], images[1], atol=1e-6)
+    flipped = kdbench.data.resized_crop(images, box, torch.tensor([True, True]))
+    assert torch.allclose(flipped, out.flip(3), atol=1e-5)
+    as_uint8 = kdbench.data.resized_crop((images * 255).round().to(torch.uint8), box, torch.tensor([False, True]))
+    assert as_uint8.dtype == torch.uint8 and torch.equal(as_uint8[1], (images[1] * 255).round().to(torch.uint8).flip(2))
+
+
+def test_resized_crop_boxes_follow_torchvisions_ranges():
+    """10,000 boxes of a 224-px image: inside it, of area 8 %–100 % and aspect 3/4–4/3 up to
+    the rounding of their sides, at positions covering the image; a seeded draw repeats."""
+    boxes = kdbench.data.resized_crop_boxes(10_000, 224, torch.Generator().manual_seed(0))
+    top, left, height, width = boxes.unbind(1)
+    assert (top >= 0).all() and (left >= 0).all() and (top + height <= 224).all() and (left + width <= 224).all()
+    area = height * width / 224 ** 2
+    assert area.min() > 0.075 and area.max() <= 1.0 and 0.4 < area.mean() < 0.6
+    aspect = width / height
+    assert aspect.min() > 0.74 and aspect.max() < 1.35
+    assert top.max() > 150 and left.max() > 150
+    assert torch.equal(boxes, kdbench.data.resized_crop_boxes(10_000, 224, torch.Generator().manual_seed(0)))
+
+
+def test_augment_with_the_resized_crop_keeps_the_shape_and_dtype():
+    images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8)
+    out = augment(images, hflip=True, generator=torch.Generator().manual_seed(1), crop="resized")
+    assert out.shape == images.shape and out.dtype == torch.uint8 and not torch.equal(out, images)
+
+
 def _write_folder(root, split, per_class, size=12):
     for cls in ("cat", "dog"):
         folder = root / split / cls
@@ -211,3 +249,29 @@ def test_cifar100_from_a_torchvision_layout_keeps_its_fine_labels(tmp_path, monk
     assert data.test_labels.tolist() == list(range(100))[::-1]
     one = Cifar100(root=str(tmp_path), max_per_class=1, test_per_class=1).load(tmp_path / "cache")
     assert one.train_labels.tolist() == list(range(100)) and one.train_images[:, 0, 0, 0].tolist() == list(range(100))
+
+
+def test_imagenet50_reads_train_and_val_at_its_size_and_crops_resized(tmp_path):
+    """Three classes of 40×30 images standing in for the 50: resized to ``size`` once, the
+    labels in folder order, ``val/`` the test split, the ImageNet crop, a cache that serves
+    the next load, and the statistics of the training split."""
+    from kdbench_plugins.datasets.imagenet50 import ImageNet50
+
+    root = tmp_path / "imagenet50"
+    for split, count in (("train", 2), ("val", 1)):
+        for label, wnid in enumerate(("n01440764", "n01443537", "n01484850")):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((30, 40, 3), 40 * label + 20, np.uint8)).save(folder / f"{wnid}_{i}.JPEG", quality=100)
+    data = ImageNet50(root=str(root), size=48).load(tmp_path / "cache")
+    assert data.train_images.shape == (6, 3, 48, 48) and data.test_images.shape == (3, 3, 48, 48)
+    assert data.train_labels.tolist() == [0, 0, 1, 1, 2, 2] and data.test_labels.tolist() == [0, 1, 2]
+    assert data.info.class_names == ("n01440764", "n01443537", "n01484850") and data.info.crop == "resized"
+    assert data.info.hflip and data.info.size == 48
+    levels = data.train_images.float().mean((1, 2, 3))
+    assert levels.sub(torch.tensor([20.0, 20, 60, 60, 100, 100])).abs().max() <= 2  # JPEG rounding
+    assert data.info.mean[0] == pytest.approx(levels.mean().item() / 255, abs=1e-4)
+    for image in root.rglob("*.JPEG"):
+        image.unlink()  # later loads read the cache only
+    assert torch.equal(ImageNet50(root=str(root), size=48).load(tmp_path / "cache").train_images, data.train_images)

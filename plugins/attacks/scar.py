@@ -65,8 +65,8 @@ class PreOptimisedTrigger(kdbench.Attack):
         learner = kdbench.Learner(student, lambda out, teacher_out, batch: surrogate_loss(
             out.logits.float(), teacher_out.logits.float(), batch.labels))
         schedule = kdbench.Schedule(epochs=epochs, batch_size=ctx.batch_size, lr=self.student_lr)
-        kdbench.train([learner], ctx.images, ctx.labels, schedule, hflip=ctx.info.hflip, seed=ctx.seed + offset,
-                      teacher=teacher)
+        kdbench.train([learner], ctx.images, ctx.labels, schedule, hflip=ctx.info.hflip, crop=ctx.info.crop,
+                      seed=ctx.seed + offset, teacher=teacher)
         return student.eval()
 
     def pre_optimise_trigger(self, ctx) -> AdditiveTrigger:
