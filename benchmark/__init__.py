@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "attack": ["Attack", "AttackContext", "Backdoor", "PoisoningAttack", "Trigger"],
     "component": ["Component", "check_non_negative", "check_positive", "check_range"],
-    "data": ["Dataset", "DatasetInfo", "ImageData", "augment", "batch_count", "data_root", "channel_statistics", "quantize",
-             "random_resized_crop", "to_float"],
+    "data": ["Dataset", "DatasetInfo", "ImageData", "augment", "batch_count", "data_root", "channel_statistics",
+             "quantize", "random_resized_crop", "to_float"],
     "defense": ["DefenderData", "Defense", "InputDetector", "Mitigation", "ModelDetector", "TrainingDataDetector"],
     "distiller": ["Distiller"],
     "errors": ["ConfigError"],

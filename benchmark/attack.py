@@ -88,7 +88,8 @@ class AttackContext:
         """(indices, augmented float images, labels) for each batch of one shuffled pass over
         the attacker half (its first ``limit`` batches), for attacks with their own loops."""
         for index in batches(len(self.images), self.batch_size, True, generator, self.device)[:limit]:
-            yield index, to_float(augment(self.images[index], self.info.hflip, generator, self.info.crop)), self.labels[index]
+            x = to_float(augment(self.images[index], self.info.hflip, generator, self.info.crop))
+            yield index, x, self.labels[index]
 
 
 @dataclasses.dataclass

@@ -47,8 +47,8 @@ def penultimate(network: Network, images: torch.Tensor, batch_size: int = 1024) 
 def stage_indices(network: Network, count: int) -> list[int]:
     """The indices, among the ``count`` maps ``forward_intermediates`` returns, of the outputs
     of the network's stages.  timm lists a stem's output first for some families (a ResNet's
-    ``act1``, a DenseNet's ``features.norm0``); it is left out.  A body without timm's ``feature_info`` (the small CNN) has
-    stages only."""
+    ``act1``, a DenseNet's ``features.norm0``); it is left out.  A body without timm's
+    ``feature_info`` (the small CNN) has stages only."""
     info = getattr(network.body, "feature_info", None)
     if not isinstance(info, list) or len(info) != count:
         return list(range(count))

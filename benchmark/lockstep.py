@@ -97,7 +97,7 @@ class LockStep:
         """A fresh student and a fresh distiller instance set up for it."""
         student = self.stages.new_network(arch, self.seed)
         method = copy.deepcopy(distiller.component)
-        probe = self.stages.distillation_set(self.view, self.teacher)[0][:8].float().div(255)
+        probe = self.stages.distillation_images(self.view)[:8].float().div(255)
         with torch.no_grad():
             teacher_probe = self.teacher.model.eval().run(probe, method.needs)
             student_probe = student.eval().run(probe, method.needs)
@@ -133,8 +133,9 @@ class LockStep:
             failures[bound[index][2]] = message
 
         images, labels, info = stages.distillation_set(self.view, self.teacher)
-        train(learners, images, labels, schedule, hflip=info.hflip, crop=info.crop, seed=self.seed, teacher=self.teacher.model if uses_teacher else None, on_epoch=on_epoch,
-              on_diverged=on_diverged, compiled=stages.budget["compile"])
+        train(learners, images, labels, schedule, hflip=info.hflip, crop=info.crop, seed=self.seed,
+              teacher=self.teacher.model if uses_teacher else None, on_epoch=on_epoch, on_diverged=on_diverged,
+              compiled=stages.budget["compile"])
         seconds = (time.perf_counter() - started) / len(bound)  # lock-step time, shared evenly
         for student, method, key, distiller, arch, name, history in bound:
             if key in failures:

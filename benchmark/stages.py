@@ -123,10 +123,14 @@ class Stages:
             raise ConfigError(f"victim_dataset {self.victim_dataset.label} has {victim.info.size}-px images with "
                               f"{victim.info.channels} channel(s), the dataset {self.dataset.label} "
                               f"{info.size}-px images with {info.channels}: the teacher cannot read them")
-        empty = victim.test_labels[:0]
-        self.victim_data = dataclasses.replace(victim, test_images=victim.test_images[:0], test_labels=empty)
-        self.victim_data = self.victim_data.to(self.device)
+        train_only = dataclasses.replace(victim, test_images=victim.test_images[:0], test_labels=victim.test_labels[:0])
+        self.victim_data = train_only.to(self.device)
         return self.victim_data
+
+    def distillation_images(self, view: ThreatModel) -> torch.Tensor:
+        """The images the victim distils on (``distillation_set``'s first part)."""
+        victim = self.load_victim_data()
+        return view.victim_images if victim is None else victim.train_images
 
     def distillation_set(self, view: ThreatModel, teacher: "Teacher") -> tuple:
         """(images, labels, info) the victim distils the teacher on: the victim half of the
@@ -267,8 +271,7 @@ class Stages:
             schedule = dataclasses.replace(schedule, epochs=epochs or schedule.epochs, lr=schedule.lr * lr_scale)
             learner = Learner(prepare(model, self.device), cross_entropy, params, name=name)
             return train([learner], images, labels, schedule, hflip=self.data.info.hflip, crop=self.data.info.crop,
-                         seed=seed,
-                         compiled=self.budget["compile"], poison=poison,
+                         seed=seed, compiled=self.budget["compile"], poison=poison,
                          on_epoch=lambda epoch, metrics: on_epoch(epoch, {k: v[0] for k, v in metrics.items()}))[0]
         return fit
 

@@ -73,8 +73,8 @@ class ShuffleNetV2(kdbench.Architecture):
 
         network = getattr(torchvision.models, WIDTHS[self.width])(num_classes=info.num_classes)
         small = self.small_stem and info.size <= SMALL_IMAGES
-        stem = network.conv1[0]
-        network.conv1[0] = nn.Conv2d(info.channels, stem.out_channels, 3, stride=1 if small else 2, padding=1, bias=False)
+        stem_channels = network.conv1[0].out_channels
+        network.conv1[0] = nn.Conv2d(info.channels, stem_channels, 3, stride=1 if small else 2, padding=1, bias=False)
         if small:
             network.maxpool = nn.Identity()
         return ShuffleNetV2Body(network)
