@@ -67,10 +67,11 @@ def _decode(data: bytes, size: int | None) -> np.ndarray:
 
 
 def load_image_folder(name: str, root: str, size: int | None, max_per_class: int, test_per_class: int,
-                      cache_dir, train_splits: tuple = ("train",), hflip: bool = True) -> ImageData:
+                      cache_dir, train_splits: tuple = ("train",), hflip: bool = True, crop: str = "pad") -> ImageData:
     """Decode (once; later loads read the uint8 cache) an ImageFolder-style dataset: training
     images from every split in ``train_splits`` (each ``max_per_class`` at most), test images
-    from ``test/`` (or ``val/``, ``valid/``); ``hflip`` says whether augmentation may flip."""
+    from ``test/`` (or ``val/``, ``valid/``); ``hflip`` and ``crop`` are the augmentation's
+    (``DatasetInfo``)."""
     root_path = Path(root).expanduser()
     if not root_path.exists():
         raise ConfigError(f"{name}: dataset root not found: {root_path}")
@@ -93,7 +94,7 @@ def load_image_folder(name: str, root: str, size: int | None, max_per_class: int
     mean, std = channel_statistics(tensors["train_images"])
     info = DatasetInfo(
         name=name, num_classes=len(classes), channels=3, size=tensors["train_images"].shape[-1], mean=mean, std=std,
-        class_names=tuple(classes), hflip=hflip,
+        class_names=tuple(classes), hflip=hflip, crop=crop,
     )
     return ImageData(info, tensors["train_images"], tensors["train_labels"].long(),
                      tensors["test_images"], tensors["test_labels"].long())

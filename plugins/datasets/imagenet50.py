@@ -35,8 +35,8 @@ class ImageNet50(kdbench.Dataset):
         if not any((root / f"train{suffix}").exists() for suffix in ("", ".tar.gz")):
             raise kdbench.ConfigError(f"imagenet50: no ImageNet subset at {root} (expected train/ and val/ class "
                                       "folders; set root=DIR or $KDBENCH_IMAGENET50)")
-        data = load_image_folder(self.name, str(root), self.size, self.max_per_class, self.test_per_class, cache_dir)
-        return dataclasses.replace(data, info=dataclasses.replace(data.info, crop="resized"))
+        return load_image_folder(self.name, str(root), self.size, self.max_per_class, self.test_per_class, cache_dir,
+                                 crop="resized")
 
 
 @kdbench.hookimpl

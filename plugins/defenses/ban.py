@@ -89,7 +89,7 @@ class BAN(kdbench.ModelDetector):
             kept = F.cross_entropy(network.head(mask * features), y)
             rest = F.cross_entropy(network.head((1 - mask) * features), y)
             norm = mask.abs().sum()
-            loss = kept - rest + self.mask_lambda * norm / norm.item()
+            loss = kept - rest + self.mask_lambda * norm / norm.detach()  # the norm's value held fixed
             mask.data.clamp_(0, 1)  # as the official loop does, between the forward pass and its backward
             optimizer.zero_grad()
             loss.backward()
@@ -100,7 +100,6 @@ class BAN(kdbench.ModelDetector):
         """Step 2: the adversarial noise, written into the batch-norm weights and biases."""
         norms = {name: module for name, module in network.named_modules()
                  if isinstance(module, nn.BatchNorm2d) and module.affine}
-        noise = {}
         for _ in range(self.batches):
             x, y = self.sample(calibration, generator)
             noise = {f"{name}.{part}": ((torch.rand(getattr(module, part).shape, generator=generator) * 2 - 1)
