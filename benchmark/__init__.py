@@ -14,7 +14,7 @@ _EXPORTS = {
     "attack": ["Attack", "AttackContext", "Backdoor", "PoisoningAttack", "Trigger"],
     "component": ["Component", "check_non_negative", "check_positive", "check_range"],
     "data": ["Dataset", "DatasetInfo", "ImageData", "augment", "batch_count", "data_root", "channel_statistics",
-             "quantize", "random_resized_crop", "to_float"],
+             "fits_on_device", "place", "quantize", "random_resized_crop", "take", "to_float"],
     "defense": ["DefenderData", "Defense", "InputDetector", "Mitigation", "ModelDetector", "TrainingDataDetector"],
     "distiller": ["Distiller"],
     "errors": ["ConfigError"],
@@ -27,7 +27,7 @@ _EXPORTS = {
     "stages": ["Reporter"],
     "store": ["cache_tensors"],
     "triggers": ["AdditiveTrigger", "PatchTrigger"],
-    "training": ["Diverged", "Learner", "Poison", "Schedule", "logits", "predict", "scheduled_sgd", "train"],
+    "training": ["Diverged", "Learner", "Poison", "Schedule", "device_of", "logits", "predict", "scheduled_sgd", "train"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

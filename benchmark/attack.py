@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .component import Component, check_range
-from .data import DatasetInfo, augment, batch_count, batches, quantize, to_float
+from .data import DatasetInfo, augment, batch_count, batches, quantize, take, to_float
 from .network import Network
 from .training import Poison, Schedule, scheduled_sgd
 
@@ -58,7 +58,7 @@ class AttackContext:
     """
 
     info: DatasetInfo
-    images: torch.Tensor  # uint8, on the device
+    images: torch.Tensor  # uint8, on the device or in host memory (``kdbench.place``): index with ``kdbench.take``
     labels: torch.Tensor
     new_model: Callable[..., Network]
     train: Callable[..., Network]
@@ -87,8 +87,9 @@ class AttackContext:
     def batches(self, generator: torch.Generator, limit: int | None = None):
         """(indices, augmented float images, labels) for each batch of one shuffled pass over
         the attacker half (its first ``limit`` batches), for attacks with their own loops."""
-        for index in batches(len(self.images), self.batch_size, True, generator, self.device)[:limit]:
-            x = to_float(augment(self.images[index], self.info.hflip, generator, self.info.crop))
+        for rows in batches(len(self.images), self.batch_size, True, generator)[:limit]:
+            index = rows.to(self.device, non_blocking=True)
+            x = to_float(augment(take(self.images, rows, self.device), self.info.hflip, generator, self.info.crop))
             yield index, x, self.labels[index]
 
 
@@ -157,10 +158,10 @@ class PoisoningAttack(Attack):
     def poison(self, ctx: AttackContext, trigger: Trigger, indices: torch.Tensor):
         """The teacher's training set: triggered images at ``indices``, relabelled unless clean-label."""
         images = ctx.images.clone()
-        on_device = indices.to(ctx.device)
         if len(indices):
             with torch.no_grad():
-                images[on_device] = (trigger(images[on_device]) * 255).round().to(torch.uint8)
+                triggered = (trigger(take(images, indices, ctx.device)) * 255).round().to(torch.uint8)
+            images[indices.to(images.device)] = triggered.to(images.device)
         return images, self.relabel(ctx, indices)
 
     def poison_batches(self, ctx: AttackContext, trigger: Trigger, indices: torch.Tensor) -> Poison | None:

@@ -179,6 +179,43 @@ def random_resized_crop(images: torch.Tensor, hflip: bool, generator: torch.Gene
     return resized_crop(images, boxes, flip)
 
 
+def take(images: torch.Tensor, index: torch.Tensor, device=None) -> torch.Tensor:
+    """``images[index]`` for an index (integers or a boolean mask) on any device, the rows on
+    ``device`` (default: where ``images`` are).  Training images kept in host memory
+    (``place``) reach a CUDA device through a pinned buffer, copied without blocking, so that
+    the next batch is gathered on the host while the device still computes."""
+    index = index.to(images.device)
+    if device is None or torch.device(device).type == images.device.type:
+        return images[index]
+    if index.dtype == torch.bool:
+        index = index.nonzero().flatten()
+    rows = torch.empty((len(index), *images.shape[1:]), dtype=images.dtype,
+                       pin_memory=torch.device(device).type == "cuda")
+    torch.index_select(images, 0, index, out=rows)
+    return rows.to(device, non_blocking=True)
+
+
+def fits_on_device(nbytes: int, device, fraction: float) -> bool:
+    """Whether ``nbytes`` take at most ``fraction`` of the device's memory (always on the CPU,
+    where the device is the host)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return True
+    return nbytes <= fraction * torch.cuda.get_device_properties(device).total_memory
+
+
+def place(data: ImageData, device, fraction: float, copies: int = 1) -> ImageData:
+    """The dataset on ``device``, but for its training images where ``copies`` of them (the
+    harness keeps the dataset's and, per seed, its split into halves) would take more than
+    ``fraction`` of the device's memory: those stay in host memory, and the training loop,
+    ``logits`` and ``AttackContext.batches`` stream each batch to the device (``take``).
+    Labels and test images always move: they are small."""
+    keep = fits_on_device(copies * data.train_images.nbytes, device, fraction)
+    move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+    return ImageData(data.info, move(data.train_images) if keep else data.train_images, move(data.train_labels),
+                     move(data.test_images), move(data.test_labels))
+
+
 def batch_count(n: int, batch_size: int) -> int:
     """How many batches ``batches`` cuts ``range(n)`` into: the optimiser steps of one epoch."""
     return -(-n // batch_size)

@@ -97,7 +97,7 @@ class LockStep:
         """A fresh student and a fresh distiller instance set up for it."""
         student = self.stages.new_network(arch, self.seed)
         method = copy.deepcopy(distiller.component)
-        probe = self.stages.distillation_images(self.view)[:8].float().div(255)
+        probe = self.stages.distillation_images(self.view)[:8].to(self.stages.device).float().div(255)
         with torch.no_grad():
             teacher_probe = self.teacher.model.eval().run(probe, method.needs)
             student_probe = student.eval().run(probe, method.needs)

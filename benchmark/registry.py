@@ -16,7 +16,8 @@ SUITE_KEYS = {"description", "dataset", "victim_dataset", "teachers", "students"
               "defenses", "seeds", "budget", "leaderboard"}
 BASELINE = "none"  # the attack name of the clean baseline
 BUDGET_DEFAULTS = {"teacher_epochs": 20, "student_epochs": 20, "batch_size": 256, "lr": 0.1,
-                   "attacker_fraction": 0.5, "defender_fraction": 0.1, "max_test": 0, "compile": False}
+                   "attacker_fraction": 0.5, "defender_fraction": 0.1, "max_test": 0, "compile": False,
+                   "device_data_fraction": 0.5}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +182,9 @@ def check_budget(budget: dict, where: str):
     for key in ("attacker_fraction", "defender_fraction"):
         if not isinstance(budget[key], (int, float)) or not 0 < budget[key] < 1:
             raise ConfigError(f"{where}: budget {key} must be in (0, 1), got {budget[key]!r}")
+    fraction = budget["device_data_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ConfigError(f"{where}: budget device_data_fraction must be in [0, 1], got {fraction!r}")
     if not isinstance(budget["lr"], (int, float)) or budget["lr"] <= 0:
         raise ConfigError(f"{where}: budget lr must be a positive number, got {budget['lr']!r}")
     if not isinstance(budget["compile"], bool):

@@ -17,7 +17,7 @@ import torch
 from . import __version__
 from .attack import AttackContext
 from .claims import Claims
-from .data import ImageData, stratified_split
+from .data import ImageData, place, stratified_split
 from .detection import defend
 from .errors import ConfigError
 from .metrics import measure
@@ -110,7 +110,8 @@ class Stages:
                 keep = stratified_split(data.test_labels, 0.5, 0.5, 0).attacker  # a fixed, balanced subset
                 keep = keep[: self.budget["max_test"]] if len(keep) > self.budget["max_test"] else keep
                 data = dataclasses.replace(data, test_images=data.test_images[keep], test_labels=data.test_labels[keep])
-            self.data = data.to(self.device)
+            copies = 1 + len(self.suite.seeds)  # the dataset, and each seed's attacker and victim halves
+            self.data = place(data, self.device, self.budget["device_data_fraction"], copies)
         return self.data
 
     def load_victim_data(self) -> ImageData | None:
@@ -124,7 +125,7 @@ class Stages:
                               f"{victim.info.channels} channel(s), the dataset {self.dataset.label} "
                               f"{info.size}-px images with {info.channels}: the teacher cannot read them")
         train_only = dataclasses.replace(victim, test_images=victim.test_images[:0], test_labels=victim.test_labels[:0])
-        self.victim_data = train_only.to(self.device)
+        self.victim_data = place(train_only, self.device, self.budget["device_data_fraction"])
         return self.victim_data
 
     def distillation_images(self, view: ThreatModel) -> torch.Tensor:

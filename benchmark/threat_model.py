@@ -1,23 +1,26 @@
 """The threat model's parties and what each may see (DESIGN.md, "Threat model")."""
 import torch
 
-from .data import ImageData, Split
+from .data import ImageData, Split, take
 from .defense import DefenderData
 
 
 class ThreatModel:
     """The training set split into the attacker's half and the victim's half, and the
-    defender's clean calibration subset of the victim half; all on the device."""
+    defender's clean calibration subset of the victim half.  The halves' images stay where
+    the training images are (on the device, or in host memory: ``kdbench.place``); labels
+    and the defender's subset are on the device."""
 
     def __init__(self, data: ImageData, split: Split, device):
         self.data = data
-        index = lambda part: part.to(device)  # noqa: E731
-        self.attacker_images = data.train_images[index(split.attacker)]
-        self.attacker_labels = data.train_labels[index(split.attacker)]
-        self.victim_images = data.train_images[index(split.victim)]
-        self.victim_labels = data.train_labels[index(split.victim)]
-        self.defender = DefenderData(data.train_images[index(split.defender)],
-                                     data.train_labels[index(split.defender)], data.info.num_classes)
+        self.device = device
+        labels = lambda part: data.train_labels[part.to(device)]  # noqa: E731
+        self.attacker_images = take(data.train_images, split.attacker)
+        self.attacker_labels = labels(split.attacker)
+        self.victim_images = take(data.train_images, split.victim)
+        self.victim_labels = labels(split.victim)
+        self.defender = DefenderData(take(data.train_images, split.defender, device), labels(split.defender),
+                                     data.info.num_classes)
 
     def defender_data(self) -> DefenderData:
         return self.defender
@@ -25,11 +28,12 @@ class ThreatModel:
     def poisoned_training_set(self, backdoor: dict):
         """The teacher's training set as the attacker built it, and the mask of poisoned samples."""
         images, labels = self.attacker_images.clone(), self.attacker_labels.clone()
-        indices = backdoor["poison_indices"].to(images.device)
+        indices = backdoor["poison_indices"].cpu()
         positive = torch.zeros(len(images), dtype=torch.bool)
         if len(indices):
             with torch.no_grad():
-                images[indices] = (backdoor["trigger"](images[indices]) * 255).round().to(torch.uint8)
-            labels[indices] = backdoor["poison_labels"].to(images.device)
-            positive[indices.cpu()] = True
+                triggered = backdoor["trigger"](take(images, indices, self.device))
+            images[indices.to(images.device)] = (triggered * 255).round().to(torch.uint8).to(images.device)
+            labels[indices.to(labels.device)] = backdoor["poison_labels"].to(labels.device)
+            positive[indices] = True
         return images, labels, positive

@@ -1,6 +1,7 @@
 """The one training loop every stage shares, and batched prediction.
 
-Data stay on the device as uint8; each batch is converted, augmented once and, in
+Data stay on the device as uint8 (or, where they do not fit, in host memory, each batch
+streamed to the device: ``kdbench.place``); each batch is converted, augmented once and, in
 distillation, passed once through the teacher for every student of the group.  On CUDA
 the loop uses bf16 autocast, channels_last and the fused SGD; on the CPU plain fp32.  With
 ``compiled`` (the budget's ``compile: true``) every forward pass goes through
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import augment, batch_count, batches, to_float
+from .data import augment, batch_count, batches, take, to_float
 from .network import Network, Outputs
 
 
@@ -116,7 +117,8 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
           poison: Poison | None = None) -> list[Network]:
     """Train every learner on (images, labels) in lock-step; returns their models.
 
-    Each batch is augmented with ``kdbench.augment`` (``crop``, ``hflip``: the dataset's).
+    The learners train on the labels' device; the images may be there or in host memory
+    (``kdbench.place``).  Each batch is augmented with ``kdbench.augment`` (``crop``, ``hflip``: the dataset's).
     ``poison`` (an attack's) triggers its rows of every batch after augmentation.
 
     ``teacher`` (frozen, eval mode) is run once per batch and its outputs handed to every
@@ -129,7 +131,7 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     the forward passes (teacher and learners) through ``torch.compile``: the same computation,
     fused into fewer kernels, so only its rounding differs.
     """
-    device = images.device
+    device = labels.device
     generator = torch.Generator().manual_seed(seed)
     per_epoch = batch_count(len(images), schedule.batch_size)
     steps = schedule.epochs * per_epoch
@@ -148,8 +150,9 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     for epoch in range(schedule.epochs):
         losses = torch.zeros(per_epoch, len(learners), device=device)
         correct = torch.zeros(len(learners), device=device)
-        for step, index in enumerate(batches(len(images), schedule.batch_size, True, generator, device)):
-            x = to_float(augment(images[index], hflip, generator, crop))  # crop and flip the uint8 pixels
+        for step, rows in enumerate(batches(len(images), schedule.batch_size, True, generator)):
+            index = rows.to(device, non_blocking=True)
+            x = to_float(augment(take(images, rows, device), hflip, generator, crop))  # crop and flip the uint8 pixels
             if poison is not None:
                 x = poison(x, index)
             if channels_last:
@@ -190,6 +193,12 @@ def _forward(model: Network, compiled: bool) -> Callable[..., Outputs]:
     return torch.compile(model.run) if compiled else model.run
 
 
+def device_of(model: nn.Module, images: torch.Tensor) -> torch.device:
+    """The device the model computes on (its parameters'), else the images'."""
+    parameter = next(model.parameters(), None)
+    return images.device if parameter is None else parameter.device
+
+
 def _diverged(losses: torch.Tensor, active: list) -> list:
     """The active learners whose loss was not finite at some step (one device sync)."""
     finite = torch.isfinite(losses).all(0).tolist()
@@ -206,12 +215,13 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
 @torch.no_grad()
 def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
            transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """Float32 logits of the model on a whole image tensor, batch by batch."""
+    """Float32 logits of the model on a whole image tensor (on the model's device or in host
+    memory), batch by batch on the model's device."""
     model.eval()
-    device = images.device
+    device = device_of(model, images)
     out = []
-    for index in batches(len(images), batch_size, False, device=device):
-        x = to_float(images[index])
+    for index in batches(len(images), batch_size, False):
+        x = to_float(take(images, index, device))
         if transform is not None:
             x = transform(x)
         with autocast(device):

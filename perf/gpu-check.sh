@@ -3,10 +3,13 @@
 #   1. perf/throughput.py on CUDA: the seeds' reference loop against kdbench's loop at batch 128,
 #      at the suite's batch size and compiled, for ResNet-18 and MobileNetV2, and the lock-step
 #      distillation of both students against two reference-style runs (peak GPU memory of each);
-#   2. perf/teacher.py: cifar10-paper's clean ResNet-18 teacher on the attacker half, to its
+#   2. perf/streaming.py: ResNet-18 on 224-px images with the training images on the device
+#      against streamed from host memory (images/s, peak GPU memory, same trained model);
+#   3. perf/teacher.py: cifar10-paper's clean ResNet-18 teacher on the attacker half, to its
 #      clean-accuracy target (92 %).
 # Figures and CSVs go to $OUT (a new temporary folder when unset): env.txt, throughput.txt,
-# throughput.csv, teacher.txt, teacher.csv (the summary), teacher-history.csv (per epoch).
+# throughput.csv, streaming.txt, streaming.csv, teacher.txt, teacher.csv (the summary),
+# teacher-history.csv (per epoch).
 #
 #   perf/gpu-check.sh                      # on the GPU machine, from the checkout's root
 #   perf/gpu-check.sh --device cpu --tiny  # the same steps at a tiny size, on the CPU (CI)
@@ -47,10 +50,12 @@ trap 'rm -rf "$work"' EXIT
 if [ "$tiny" = 1 ]; then  # every step, at a size that takes seconds on two cores
     throughput=(--models "small_cnn(width=8),small_cnn(width=4)" --teacher "small_cnn(width=8)"
                 --steps 1 --warmup 1 --repeats 1 --workers 2 --threads 1 --no-compile)
+    streaming=(--tiny --threads 1)
     teacher=(--dataset "cifar10(max_per_class=30,test_per_class=10)" --teacher "small_cnn(width=8)"
              --epochs 3 --batch-size 50 --target 0.1 --threads 1)
 else
     throughput=(--steps 50 --warmup 10 --repeats 1)  # a GPU of its own: one run of each is steady
+    streaming=()
     teacher=()
 fi
 
@@ -66,6 +71,7 @@ started=$SECONDS
 "$python" perf/throughput.py --device "$device" --root "$KDBENCH_CIFAR10" "${throughput[@]}" \
     --csv "$OUT/throughput.csv" | tee "$OUT/throughput.txt"
 echo "throughput: $((SECONDS - started)) s"
+"$python" perf/streaming.py --device "$device" "${streaming[@]}" --csv "$OUT/streaming.csv" | tee "$OUT/streaming.txt"
 "$python" perf/teacher.py --suite cifar10-paper --device "$device" --workdir "$work" "${teacher[@]}" \
     --csv "$OUT/teacher-history.csv" --summary "$OUT/teacher.csv" | tee "$OUT/teacher.txt"
 echo "gpu-check: $((SECONDS - started)) s in all; figures in $OUT"

@@ -96,6 +96,9 @@ def test_bad_budget_and_seeds(registry, tmp_path):
     text = text.replace("teacher_epochs: 0", "compile: yes please")
     assert "budget compile must be true or false, got 'yes please'" in one_line_error(
         run("list", "--registry", registry(text)))
+    text = text.replace("compile: yes please", "device_data_fraction: 1.5")
+    assert "budget device_data_fraction must be in [0, 1], got 1.5" in one_line_error(
+        run("list", "--registry", registry(text)))
     assert "--seeds must be comma-separated integers" in one_line_error(run("run", "--seeds", "0,x"))
 
 

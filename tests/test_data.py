@@ -1,5 +1,6 @@
 """Datasets, the attacker/victim split and on-device augmentation."""
 import tarfile
+import types
 
 import numpy as np
 import pytest
@@ -103,6 +104,31 @@ def _write_folder(root, split, per_class, size=12):
         for i in range(per_class):
             value = 30 if cls == "cat" else 220
             Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(folder / f"{i:04d}.png")
+
+
+def test_take_accepts_any_index_and_moves_the_rows():
+    images = torch.arange(5 * 4, dtype=torch.uint8).view(5, 1, 2, 2)
+    assert torch.equal(kdbench.take(images, torch.tensor([3, 1])), torch.stack([images[3], images[1]]))
+    mask = torch.tensor([True, False, False, True, False])
+    assert torch.equal(kdbench.take(images, mask, "cpu"), torch.stack([images[0], images[3]]))
+    moved = kdbench.take(images, mask, "meta")  # another device: gathered on the host, then copied
+    assert moved.device.type == "meta" and moved.shape == (2, 1, 2, 2) and moved.dtype == torch.uint8
+
+
+def test_training_images_stay_on_the_host_where_they_exceed_the_device_fraction(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(total_memory=1000))
+    assert kdbench.fits_on_device(500, "cuda", 0.5) and not kdbench.fits_on_device(501, "cuda", 0.5)
+    assert kdbench.fits_on_device(10**15, "cpu", 0.0)  # on the CPU the host is the device
+
+    info = kdbench.DatasetInfo("tiny", 2, 1, 2, (0.5,), (0.25,), ("a", "b"))
+    data = kdbench.ImageData(info, torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]),
+                             torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1]))
+    seen = []
+    monkeypatch.setattr(kdbench.data, "fits_on_device", lambda nbytes, device, fraction: seen.append(nbytes) or False)
+    placed = kdbench.place(data, "meta", 0.5, copies=3)
+    assert seen == [3 * 16]  # three copies of 4 images of 4 bytes
+    assert placed.train_images.device.type == "cpu"  # streamed: only the training images stay behind
+    assert {t.device.type for t in (placed.train_labels, placed.test_images, placed.test_labels)} == {"meta"}
 
 
 @pytest.mark.parametrize("archived", [False, True])

@@ -23,8 +23,8 @@ def test_gpu_check_tiny_on_the_cpu(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "perf" / "gpu-check.sh"), "--device", "cpu", "--tiny"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert {"env.txt", "throughput.txt", "throughput.csv", "teacher.txt", "teacher.csv",
-            "teacher-history.csv"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"env.txt", "throughput.txt", "throughput.csv", "streaming.txt", "streaming.csv", "teacher.txt",
+            "teacher.csv", "teacher-history.csv"} <= {p.name for p in tmp_path.iterdir()}
 
     throughput = rows(tmp_path / "throughput.csv")
     loops = [(row["loop"], int(row["batch"]), int(row["steps"])) for row in throughput]
@@ -44,6 +44,13 @@ def test_gpu_check_tiny_on_the_cpu(tmp_path):
         reference = float(group[0]["images_per_s"])  # each ratio is against the reference of its group
         assert [float(row["ratio"]) for row in group] == pytest.approx(
             [float(row["images_per_s"]) / reference for row in group], abs=0.01)
+
+    resident, streamed = rows(tmp_path / "streaming.csv")
+    assert (resident["mode"], streamed["mode"]) == ("resident", "streamed")
+    assert resident["images_on"] == streamed["images_on"] == "cpu"  # on the CPU the host is the device
+    assert float(streamed["ratio"]) == pytest.approx(
+        float(streamed["images_per_s"]) / float(resident["images_per_s"]), abs=0.001)
+    assert float(resident["parameter_difference"]) == 0.0  # the same computation trains the same model
 
     summary, = rows(tmp_path / "teacher.csv")
     history = rows(tmp_path / "teacher-history.csv")

@@ -46,3 +46,6 @@ def test_compile_is_no_part_of_the_cache_keys(host, store):
     arch, kd = plain.resolve("architecture", "small_cnn"), plain.resolve("distiller", "kd")
     assert plain.clean_teacher_key(0, arch) == compiled.clean_teacher_key(0, arch)
     assert plain.student_key(0, "t", kd, arch) == compiled.student_key(0, "t", kd, arch)
+    # nor is where the training images sit (on the device or streamed from host memory)
+    streamed = Runner(host, suite.override(device_data_fraction=0.0), store, "cpu").stages
+    assert plain.clean_teacher_key(0, arch) == streamed.clean_teacher_key(0, arch)

@@ -83,9 +83,10 @@ class LabelConsistent(kdbench.PoisoningAttack):
         model = ctx.clean_teacher.eval()
         generator = ctx.generator(5)
         hard = ctx.images.clone()
-        for chunk in indices.to(ctx.device).split(ctx.batch_size):
-            adversarial = self.perturb(model, kdbench.to_float(hard[chunk]), ctx.labels[chunk], generator)
-            hard[chunk] = (kdbench.quantize(adversarial) * 255).round().to(torch.uint8)
+        for chunk in indices.cpu().split(ctx.batch_size):
+            x = kdbench.to_float(kdbench.take(hard, chunk, ctx.device))
+            adversarial = self.perturb(model, x, ctx.labels[chunk.to(ctx.device)], generator)
+            hard[chunk.to(hard.device)] = (kdbench.quantize(adversarial) * 255).round().to(torch.uint8).to(hard.device)
         return super().poison(dataclasses.replace(ctx, images=hard), trigger, indices)
 
 

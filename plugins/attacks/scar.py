@@ -80,7 +80,7 @@ class PreOptimisedTrigger(kdbench.Attack):
         optimizer = torch.optim.Adam([delta], lr=self.trigger_lr)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
         generator = ctx.generator(5)
-        victims = ctx.images[ctx.labels != self.target]
+        victims = kdbench.take(ctx.images, ctx.labels != self.target)
         for _ in range(epochs):
             for _, x, y in ctx.batches(generator):
                 triggered = (x + delta).clamp(0, 1)

@@ -71,14 +71,14 @@ class Smooth(kdbench.PoisoningAttack):
         trigger = self.build_trigger(ctx.info).to(ctx.device)
         model = ctx.clean_teacher.eval()
         others = (ctx.labels != self.target).nonzero().flatten()
-        images = ctx.images[others]
+        images = kdbench.take(ctx.images, others)
         target = torch.full((ctx.batch_size,), self.target, device=ctx.device)
         generator = ctx.generator(6)
         v = self.low_pass(torch.rand(trigger.signal.shape, generator=generator).to(ctx.device))
         best, best_rate = v, -1.0
         for _ in range(self.passes):
-            for index in torch.randperm(len(images), generator=generator).to(ctx.device).split(ctx.batch_size):
-                x = kdbench.to_float(images[index])
+            for index in torch.randperm(len(images), generator=generator).split(ctx.batch_size):
+                x = kdbench.to_float(kdbench.take(images, index, ctx.device))
                 with torch.no_grad():
                     keep = model((x + v).clamp(0, 1)).argmax(1) != self.target
                 if not keep.any():

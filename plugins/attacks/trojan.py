@@ -92,8 +92,8 @@ class Trojan(kdbench.PoisoningAttack):
         trigger = self.build_trigger(ctx.info).to(ctx.device)
         model = ctx.clean_teacher.eval()
         generator = ctx.generator(4)
-        sample = torch.randperm(len(ctx.images), generator=generator)[:256].to(ctx.device)
-        images = kdbench.to_float(ctx.images[sample])
+        sample = torch.randperm(len(ctx.images), generator=generator)[:256]
+        images = kdbench.to_float(kdbench.take(ctx.images, sample, ctx.device))
         chosen = self.select_neurons(model, images, trigger, generator)
         pattern = torch.rand(trigger.pattern.shape, generator=generator).to(ctx.device).requires_grad_()
         optimizer = torch.optim.Adam([pattern], lr=self.step_size)

@@ -82,13 +82,13 @@ class WaNet(kdbench.PoisoningAttack):
         taken[indices] = True
         free = (~taken).nonzero().flatten()
         count = min(len(free), int(round(self.cross_ratio * len(indices))))
-        cross = free[torch.randperm(len(free), generator=ctx.generator(2))[:count]].to(ctx.device)
+        cross = free[torch.randperm(len(free), generator=ctx.generator(2))[:count]]
         if count:
             size = ctx.info.size
             jitter = (torch.rand(count, size, size, 2, generator=ctx.generator(3)) * 2 - 1).to(ctx.device) / size
             with torch.no_grad():
-                warped = warp(kdbench.to_float(images[cross]), (trigger.grid + jitter).clamp(-1, 1))
-            images[cross] = (kdbench.quantize(warped) * 255).round().to(torch.uint8)
+                warped = warp(kdbench.to_float(kdbench.take(images, cross, ctx.device)), (trigger.grid + jitter).clamp(-1, 1))
+            images[cross.to(images.device)] = (kdbench.quantize(warped) * 255).round().to(torch.uint8).to(images.device)
         return images, labels
 
 
