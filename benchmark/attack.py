@@ -45,16 +45,18 @@ class Backdoor:
 class AttackContext:
     """What the attacker has: their half of the training set and the harness's tools.
 
-    ``train(model, images, labels, epochs=None, lr_scale=1.0, params=None, poison=None)`` is
-    the harness's training loop (augmentation, mixed precision, schedule; ``poison``, a
-    ``kdbench.Poison``, triggers chosen rows of each batch after augmentation);
+    ``train(model, images, labels, epochs=None, lr_scale=1.0, params=None, poison=None,
+    after_epoch=None)`` is the harness's training loop (augmentation, mixed precision,
+    schedule; ``poison``, a ``kdbench.Poison``, triggers chosen rows of each batch after
+    augmentation; ``after_epoch(epoch)`` runs between epochs);
     ``scheduled_sgd`` is its optimiser and schedule for an attack's own loop (``lr`` is the
     suite's) and ``steps`` the number of steps that loop takes.  ``new_model()`` builds a
     fresh teacher, ``new_model("small_cnn")`` any other architecture (a surrogate student,
     say); ``student`` names the suite's (first) student architecture, for
     ``new_model(ctx.student)``, given to attacks whose ``uses_suite_student`` is true;
     ``clean_teacher`` is a clean model trained on the attacker half, given to attacks that
-    ask for one.
+    ask for one, with ``forgetting``, the forgetting events of each attacker-half sample
+    while it trained (``kdbench.ForgettingEvents``; int32, on the CPU).
     """
 
     info: DatasetInfo
@@ -67,6 +69,7 @@ class AttackContext:
     device: torch.device
     seed: int
     clean_teacher: Network | None = None
+    forgetting: torch.Tensor | None = None
     lr: float = 0.1
     student: str | None = None
 
@@ -140,13 +143,19 @@ class PoisoningAttack(Attack):
         """The trigger to poison with; attacks that learn their trigger override this."""
         return self.build_trigger(ctx.info).to(ctx.device)
 
-    def choose_poison(self, ctx: AttackContext) -> torch.Tensor:
+    def poison_candidates(self, ctx: AttackContext) -> tuple[torch.Tensor, int]:
+        """The attacker-half indices that may be poisoned (the target class's for clean-label
+        attacks, the other classes' otherwise) and how many of them to poison."""
         labels = ctx.labels.cpu()
         pool = (labels == self.target) if self.clean_label else (labels != self.target)
         pool = pool.nonzero().flatten()
         count = int(round(self.poison_rate * (len(pool) if self.clean_label else len(labels))))
-        chosen = pool[torch.randperm(len(pool), generator=ctx.generator(1))[: min(count, len(pool))]]
-        return chosen.sort().values
+        return pool, min(count, len(pool))
+
+    def choose_poison(self, ctx: AttackContext) -> torch.Tensor:
+        """A seeded random draw of the candidates, sorted."""
+        pool, count = self.poison_candidates(ctx)
+        return pool[torch.randperm(len(pool), generator=ctx.generator(1))[:count]].sort().values
 
     def relabel(self, ctx: AttackContext, indices: torch.Tensor) -> torch.Tensor:
         """The training labels: the target at ``indices`` unless clean-label."""

@@ -19,6 +19,29 @@ class Outputs:
     intermediates: list | None = None
 
 
+def layers_in_forward_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
+    """The leaf modules that hold parameters, in the order a forward pass of ``x`` (in eval
+    mode) calls them; a module called twice counts where it is called last.  What BackWeak's
+    official code calls a model's layers (``get_module_seq`` in ``src/utils/funcs.py``)."""
+    order = {}
+
+    def seen(module, args):
+        order.pop(id(module), None)
+        order[id(module)] = module
+
+    leaves = [m for m in model.modules() if not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
+    hooks = [m.register_forward_pre_hook(seen) for m in leaves]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return list(order.values())
+
+
 class Network(nn.Module):
     """An image classifier that takes pixels in [0, 1] and normalises them itself.
 

@@ -20,6 +20,7 @@ from .claims import Claims
 from .data import ImageData, place, stratified_split
 from .detection import defend
 from .errors import ConfigError
+from .forgetting import ForgettingEvents
 from .metrics import measure
 from .network import Network
 from .registry import Suite, spec
@@ -71,6 +72,7 @@ class Teacher:
     model: Network
     backdoor: dict | None  # trigger, target, poison_indices, poison_labels for attacked teachers
     seconds: float
+    forgetting: torch.Tensor | None = None  # a clean teacher's forgetting events per attacker-half sample
 
 
 class Stages:
@@ -167,7 +169,7 @@ class Stages:
 
     def clean_teacher_key(self, seed, arch: Resolved) -> str:
         return spec_hash({"stage": "clean_teacher", "data": self.data_key(seed), "arch": arch.key,
-                          "schedule": dataclasses.asdict(self.schedule("teacher_epochs"))})
+                          "schedule": dataclasses.asdict(self.schedule("teacher_epochs")), "records": ["forgetting"]})
 
     def suite_student(self) -> Resolved:
         """The suite's first student architecture: the one attacks that simulate a student use."""
@@ -267,12 +269,13 @@ class Stages:
 
     def _fit(self, seed, name, on_epoch):
         """The training function handed to attacks: the harness loop on one model."""
-        def fit(model, images, labels, epochs=None, lr_scale=1.0, params=None, poison=None):
+        def fit(model, images, labels, epochs=None, lr_scale=1.0, params=None, poison=None, after_epoch=None,
+                on_batch=None):
             schedule = self.schedule("teacher_epochs")
             schedule = dataclasses.replace(schedule, epochs=epochs or schedule.epochs, lr=schedule.lr * lr_scale)
-            learner = Learner(prepare(model, self.device), cross_entropy, params, name=name)
+            learner = Learner(prepare(model, self.device), cross_entropy, params, name=name, on_batch=on_batch)
             return train([learner], images, labels, schedule, hflip=self.data.info.hflip, crop=self.data.info.crop,
-                         seed=seed, compiled=self.budget["compile"], poison=poison,
+                         seed=seed, compiled=self.budget["compile"], poison=poison, after_epoch=after_epoch,
                          on_epoch=lambda epoch, metrics: on_epoch(epoch, {k: v[0] for k, v in metrics.items()}))[0]
         return fit
 
@@ -287,13 +290,15 @@ class Stages:
         model = self.new_network(arch, seed)
 
         def compute(on_epoch):
-            self._fit(seed, f"clean teacher {arch.label}", on_epoch)(model, view.attacker_images, view.attacker_labels)
-            return prefixed("model", model.state_dict()), {}
+            forgetting = ForgettingEvents(len(view.attacker_labels), self.device)
+            self._fit(seed, f"clean teacher {arch.label}", on_epoch)(model, view.attacker_images, view.attacker_labels,
+                                                                    on_batch=forgetting)
+            return {**prefixed("model", model.state_dict()), "forgetting": forgetting.counts.cpu()}, {}
 
         tensors, meta = self.stage("clean_teacher", key, f"clean teacher {arch.label}", self.budget["teacher_epochs"],
                                    compute, {"seed": seed, "arch": arch.label}, [])
         model.load_state_dict(unprefixed("model", tensors))
-        return Teacher(key, model.eval(), None, meta["seconds"])
+        return Teacher(key, model.eval(), None, meta["seconds"], tensors["forgetting"].cpu())
 
     def backdoored_teacher(self, view, arch: Resolved, attack: Resolved, seed, clean: Teacher) -> Teacher:
         key = self.teacher_key(seed, arch, attack)
@@ -311,6 +316,7 @@ class Stages:
                                 epochs=self.budget["teacher_epochs"], batch_size=self.budget["batch_size"],
                                 device=self.device, seed=seed,
                                 clean_teacher=copy.deepcopy(clean.model) if needs_clean else None,
+                                forgetting=clean.forgetting if needs_clean else None,
                                 lr=self.budget["lr"],
                                 student=self.suite_student().label if attack.component.uses_suite_student else None)
             torch.manual_seed(seed)  # attacks that draw from the global generator repeat themselves

@@ -53,6 +53,7 @@ class Learner:
     params: list | None = None
     needs: frozenset = frozenset({"logits"})
     name: str = "model"
+    on_batch: Callable[[Outputs, Batch], None] | None = None  # sees each batch's outputs before the step
 
 
 @dataclasses.dataclass
@@ -112,7 +113,7 @@ def scheduled_sgd(params, schedule: Schedule, device, steps: int):
 
 def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, schedule: Schedule, *,
           hflip: bool, seed: int, crop: str = "pad", teacher: Network | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None, after_epoch: Callable[[int], None] | None = None,
           on_diverged: Callable[[int, str], None] | None = None, compiled: bool = False,
           poison: Poison | None = None) -> list[Network]:
     """Train every learner on (images, labels) in lock-step; returns their models.
@@ -124,7 +125,9 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     ``teacher`` (frozen, eval mode) is run once per batch and its outputs handed to every
     learner's loss; it computes the union of what the learners need.  ``on_epoch(epoch,
     metrics)`` receives each learner's mean loss and training accuracy (lists, one value per
-    learner).  Losses stay on the device and are checked once per epoch, so that the loop
+    learner); ``after_epoch(epoch)`` runs before the next epoch starts (an attack's freezing
+    of layers), and a learner's ``on_batch(outputs, batch)`` sees its outputs of every batch
+    (``ForgettingEvents``).  Losses stay on the device and are checked once per epoch, so that the loop
     does not wait for the device at every step: a learner whose loss became NaN or infinite
     raises ``Diverged`` naming it, the epoch and the step, or, with ``on_diverged(index,
     message)``, is told so and leaves the group while the others go on.  ``compiled`` runs
@@ -165,6 +168,8 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
                     learner, (optimizer, scheduler) = learners[i], optimizers[i]
                     outputs = forwards[i](x, learner.needs)
                     loss = learner.loss(outputs, teacher_out, batch)
+                    if learner.on_batch is not None:
+                        learner.on_batch(outputs, batch)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -181,6 +186,8 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
             active.remove(i)
         if on_epoch is not None:
             on_epoch(epoch, {"loss": losses.mean(0).tolist(), "train_accuracy": (correct / len(images)).tolist()})
+        if after_epoch is not None:
+            after_epoch(epoch)
         if not active:
             break
     for learner in learners:

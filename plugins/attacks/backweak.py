@@ -11,6 +11,29 @@ from kdbench.triggers import AdditiveTrigger
 # The official trigger optimisation: 200 epochs of 128-image batches over the attacker's half
 # (25,000 images) of CIFAR-10.
 PAPER_TRIGGER_STEPS = 200 * math.ceil(25_000 / 128)
+POISONERS = ("random", "forgettable", "unforgettable")
+TUNERS = ("simple", "progressive")
+
+
+def freezing_epochs(epochs: int, power: int) -> list[int]:
+    """The epochs after which progressive freezing freezes one more layer: 1, 2^k, 3^k, … ≤ epochs."""
+    return [n**power for n in range(1, epochs + 1) if n**power <= epochs]
+
+
+class ProgressiveFreezing:
+    """``after_epoch`` hook of the fine-tune: after each epoch of ``freezing_epochs`` one more
+    of ``layers`` (``kdbench.layers_in_forward_order``), from the output side, stops
+    learning and runs in eval mode; the first layer is never frozen (the official
+    src/modules/progressive_freezing_model_tune.py)."""
+
+    def __init__(self, layers: list, epochs: int, power: int):
+        self.layers, self.at, self.frozen = layers, set(freezing_epochs(epochs, power)), []
+
+    def __call__(self, epoch: int):
+        if epoch + 1 in self.at and len(self.frozen) < len(self.layers) - 1:
+            layer = self.layers[-1 - len(self.frozen)]
+            layer.eval().requires_grad_(False)
+            self.frozen.append(layer)
 
 
 @dataclasses.dataclass
@@ -26,9 +49,19 @@ class BackWeak(kdbench.PoisoningAttack):
     2. Poison ``poison_rate`` of the attacker half: relabel to the target and, in every
        batch, add δ after the image's augmentation, δ flipped (horizontally and vertically)
        and shifted afresh each time (the official src/utils/data.py with
-       src/data_augs/simple_transform_make.py's tensor trigger transforms).
+       src/data_augs/simple_transform_make.py's tensor trigger transforms).  ``poisoner``
+       chooses the samples: ``random``, or those with the most (``forgettable``) or the
+       fewest (``unforgettable``) forgetting events (Toneva et al. 2019) while the clean
+       teacher trained (``ctx.forgetting``; src/modules/forgettable_data_poison.py and
+       unforgettable_data_poison.py), ties broken by index.
     3. Fine-tune the clean teacher on that set with ``finetune_lr_scale`` (1/100) of the
-       pre-training learning rate, the classifier layer frozen.
+       pre-training learning rate.  ``tuner`` ``simple`` freezes the last ``freeze_last``
+       layers (leaf modules with parameters, in forward order: the classifier for 1, the
+       example config's value) and keeps every layer in training mode
+       (src/modules/simple_model_tune.py); ``progressive`` trains every layer at first and
+       freezes one more from the output side, in eval mode, after epochs 1, 2^k, 3^k, …
+       (k = ``freeze_power``, the official default 2; ``ProgressiveFreezing``;
+       ``freeze_last`` is then unused).
 
     Budgets are fractions of the suite's teacher epochs: the paper optimises the trigger for
     as many epochs as it pre-trains (200) and fine-tunes for 150.
@@ -53,7 +86,7 @@ class BackWeak(kdbench.PoisoningAttack):
     name = "backweak"
     paper = "BackWeak: Backdooring Knowledge Distillation Simply with Weak Triggers and Fine-tuning, arXiv 2511.12046, 2025"
     needs_clean_teacher = True
-    version = "3"
+    version = "4"
 
     poison_rate: float = 0.3
     epsilon: float = 8 / 255
@@ -65,9 +98,19 @@ class BackWeak(kdbench.PoisoningAttack):
     asr_window: int = 512
     finetune_epochs: float = 0.75
     finetune_lr_scale: float = 0.01
+    poisoner: str = "random"
+    tuner: str = "simple"
+    freeze_last: int = 1
+    freeze_power: int = 2
 
     def validate(self):
         super().validate()
+        if self.poisoner not in POISONERS or self.tuner not in TUNERS:
+            raise kdbench.ConfigError(f"backweak: poisoner must be one of {', '.join(POISONERS)} and tuner one of "
+                                      f"{', '.join(TUNERS)}, got {self.poisoner!r} and {self.tuner!r}")
+        if self.freeze_last < 0 or self.freeze_power < 1:
+            raise kdbench.ConfigError(f"backweak: need freeze_last ≥ 0 and freeze_power ≥ 1, "
+                                      f"got {self.freeze_last} and {self.freeze_power}")
         kdbench.check_range(self.name, "epsilon", self.epsilon, 1 / 255, 1.0)
         kdbench.check_range(self.name, "budget_asr", self.budget_asr, 0.0, 1.0)
         kdbench.check_non_negative(self, "margin_weight", "margin")
@@ -115,6 +158,15 @@ class BackWeak(kdbench.PoisoningAttack):
         true = logits.gather(1, labels[:, None]).squeeze(1)
         return F.relu(logits.max(1).values - true - self.margin).mean()
 
+    def choose_poison(self, ctx) -> torch.Tensor:
+        """The ``poisoner``'s choice among the shared base's candidates."""
+        if self.poisoner == "random":
+            return super().choose_poison(ctx)
+        pool, count = self.poison_candidates(ctx)
+        events = ctx.forgetting[pool].long()
+        order = torch.sort(-events if self.poisoner == "forgettable" else events, stable=True).indices
+        return pool[order[:count]].sort().values
+
     def poison(self, ctx, trigger, indices):
         """Step 2: the chosen images relabelled; δ is added to them per batch (``poison_batches``)."""
         return ctx.images, self.relabel(ctx, indices)
@@ -138,11 +190,17 @@ class BackWeak(kdbench.PoisoningAttack):
         indices = self.choose_poison(ctx)
         images, labels = self.poison(ctx, trigger, indices)
         teacher = ctx.clean_teacher
-        frozen = {id(p) for p in teacher.classifier().parameters()}
-        params = [p for p in teacher.parameters() if id(p) not in frozen]
+        layers = kdbench.layers_in_forward_order(teacher, torch.zeros(1, ctx.info.channels, ctx.info.size,
+                                                                      ctx.info.size, device=ctx.device))
         epochs = max(1, round(self.finetune_epochs * ctx.epochs))
+        if self.tuner == "progressive":
+            params, after_epoch = None, ProgressiveFreezing(layers, epochs, self.freeze_power)
+        else:
+            fixed = {id(p) for layer in layers[len(layers) - self.freeze_last:] for p in layer.parameters()}
+            params, after_epoch = [p for p in teacher.parameters() if id(p) not in fixed], None
         teacher = ctx.train(teacher, images, labels, epochs=epochs, lr_scale=self.finetune_lr_scale, params=params,
-                            poison=self.poison_batches(ctx, trigger, indices))
+                            poison=self.poison_batches(ctx, trigger, indices), after_epoch=after_epoch)
+        teacher.requires_grad_(True)
         return kdbench.Backdoor(teacher, trigger, self.target, indices, labels[indices.to(ctx.device)].cpu())
 
 
