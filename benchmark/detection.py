@@ -38,7 +38,7 @@ def defend(stages, defense, model, model_key: str, teacher, view) -> dict:
         result.update(input_detection(defense, model, stages.load_data(), backdoor, calibration))
     elif family == "training-data":
         images, labels, positive = view.poisoned_training_set(backdoor)
-        images = images.to(labels.device)  # detectors read the whole set on the device, even where it is streamed in training
+        images = images.to(labels.device)  # on the device, even where training streamed it
         scores = finite(defense, defense.score(model, images, labels, calibration))
         result["auroc"], result["auprc"] = detection_metrics(scores, positive)
     else:

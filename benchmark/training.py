@@ -119,8 +119,9 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     """Train every learner on (images, labels) in lock-step; returns their models.
 
     The learners train on the labels' device; the images may be there or in host memory
-    (``kdbench.place``).  Each batch is augmented with ``kdbench.augment`` (``crop``, ``hflip``: the dataset's).
-    ``poison`` (an attack's) triggers its rows of every batch after augmentation.
+    (``kdbench.place``).  Each batch is augmented with ``kdbench.augment`` (``crop``,
+    ``hflip``: the dataset's).  ``poison`` (an attack's) triggers its rows of every batch
+    after augmentation.
 
     ``teacher`` (frozen, eval mode) is run once per batch and its outputs handed to every
     learner's loss; it computes the union of what the learners need.  ``on_epoch(epoch,

@@ -99,7 +99,8 @@ def main():
                      "ratio": round(ratio, 3), "peak_mib": None if peak is None else round(peak)})
         models.append(result["model"])
         memory = "" if peak is None else f"  peak {peak:8.0f} MiB"
-        print(f"  {mode:<9} images on {result['images_on']:<5} {rate:9.1f} images/s  × {ratio:5.3f}{memory}", flush=True)
+        print(f"  {mode:<9} images on {result['images_on']:<5} {rate:9.1f} images/s  × {ratio:5.3f}{memory}",
+              flush=True)
     difference = max((a - b).abs().max().item() for a, b in zip(models[0].parameters(), models[1].parameters()))
     print(f"  largest parameter difference between the two trained models: {difference:.3g}")
     if args.csv:

@@ -87,7 +87,8 @@ class WaNet(kdbench.PoisoningAttack):
             size = ctx.info.size
             jitter = (torch.rand(count, size, size, 2, generator=ctx.generator(3)) * 2 - 1).to(ctx.device) / size
             with torch.no_grad():
-                warped = warp(kdbench.to_float(kdbench.take(images, cross, ctx.device)), (trigger.grid + jitter).clamp(-1, 1))
+                chosen = kdbench.to_float(kdbench.take(images, cross, ctx.device))
+                warped = warp(chosen, (trigger.grid + jitter).clamp(-1, 1))
             images[cross.to(images.device)] = (kdbench.quantize(warped) * 255).round().to(torch.uint8).to(images.device)
         return images, labels
 
