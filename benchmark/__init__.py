@@ -30,6 +30,7 @@ _EXPORTS = {
     "triggers": ["AdditiveTrigger", "PatchTrigger"],
     "training": ["Diverged", "Learner", "Poison", "Schedule", "device_of", "logits", "predict", "scheduled_sgd",
                  "train"],
+    "visibility": ["perceptual_distances", "perceptual_metric"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

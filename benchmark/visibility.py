@@ -37,15 +37,20 @@ def perceptual_metric():
         return lpips.LPIPS(net="alex", verbose=False).eval(), None
 
 
-def lpips_distance(metric, clean: torch.Tensor, triggered: torch.Tensor) -> float:
-    """Mean LPIPS of ``metric`` between the pairs; one-channel images are repeated to RGB and
-    images under 32 pixels a side upsampled bilinearly to 32 first."""
+def perceptual_distances(metric, clean: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
+    """The LPIPS of ``metric`` (from ``perceptual_metric``) of each pair of a batch, on the
+    metric's device and differentiable (an attack's perceptual loss); one-channel images are
+    repeated to RGB and images under 32 pixels a side upsampled bilinearly to 32 first."""
     device = next(metric.parameters()).device
-    distances = []
+    clean, changed = (_rgb_at_least(x.float().to(device), LPIPS_MIN_SIZE) for x in (clean, changed))
+    return metric(clean, changed, normalize=True).flatten()
+
+
+def lpips_distance(metric, clean: torch.Tensor, triggered: torch.Tensor) -> float:
+    """Mean LPIPS of ``metric`` between the pairs (``perceptual_distances``)."""
     with torch.no_grad():
-        for a, b in zip(clean.split(LPIPS_BATCH), triggered.split(LPIPS_BATCH)):
-            a, b = (_rgb_at_least(x.float().to(device), LPIPS_MIN_SIZE) for x in (a, b))
-            distances.append(metric(a, b, normalize=True).flatten().cpu())
+        distances = [perceptual_distances(metric, a, b).cpu()
+                     for a, b in zip(clean.split(LPIPS_BATCH), triggered.split(LPIPS_BATCH))]
     return float(torch.cat(distances).double().mean())
 
 
