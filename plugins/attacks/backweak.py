@@ -57,7 +57,7 @@ class BackWeak(kdbench.PoisoningAttack):
     3. Fine-tune the clean teacher on that set with ``finetune_lr_scale`` (1/100) of the
        pre-training learning rate.  ``tuner`` ``simple`` freezes the last ``freeze_last``
        layers (leaf modules with parameters, in forward order: the classifier for 1, the
-       example config's value) and keeps every layer in training mode
+       example config's value; never the first) and keeps every layer in training mode
        (src/modules/simple_model_tune.py); ``progressive`` trains every layer at first and
        freezes one more from the output side, in eval mode, after epochs 1, 2^k, 3^k, …
        (k = ``freeze_power``, the official default 2; ``ProgressiveFreezing``;
@@ -196,7 +196,7 @@ class BackWeak(kdbench.PoisoningAttack):
         if self.tuner == "progressive":
             params, after_epoch = None, ProgressiveFreezing(layers, epochs, self.freeze_power)
         else:
-            fixed = {id(p) for layer in layers[len(layers) - self.freeze_last:] for p in layer.parameters()}
+            fixed = {id(p) for layer in layers[max(1, len(layers) - self.freeze_last):] for p in layer.parameters()}
             params, after_epoch = [p for p in teacher.parameters() if id(p) not in fixed], None
         teacher = ctx.train(teacher, images, labels, epochs=epochs, lr_scale=self.finetune_lr_scale, params=params,
                             poison=self.poison_batches(ctx, trigger, indices), after_epoch=after_epoch)
