@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .component import Component, check_range
-from .data import DatasetInfo, augment, batch_count, batches, quantize, take, to_float
+from .data import DatasetInfo, augment, batch_count, batches, put, quantize, take, to_float
 from .network import Network
 from .training import Poison, Schedule, scheduled_sgd
 
@@ -90,7 +90,7 @@ class AttackContext:
     def batches(self, generator: torch.Generator, limit: int | None = None):
         """(indices, augmented float images, labels) for each batch of one shuffled pass over
         the attacker half (its first ``limit`` batches), for attacks with their own loops."""
-        for rows in batches(len(self.images), self.batch_size, True, generator)[:limit]:
+        for rows in batches(len(self.images), self.batch_size, True, generator, self.images.device)[:limit]:
             index = rows.to(self.device, non_blocking=True)
             x = to_float(augment(take(self.images, rows, self.device), self.info.hflip, generator, self.info.crop))
             yield index, x, self.labels[index]
@@ -169,8 +169,7 @@ class PoisoningAttack(Attack):
         images = ctx.images.clone()
         if len(indices):
             with torch.no_grad():
-                triggered = (trigger(take(images, indices, ctx.device)) * 255).round().to(torch.uint8)
-            images[indices.to(images.device)] = triggered.to(images.device)
+                put(images, indices, trigger(take(images, indices, ctx.device)))
         return images, self.relabel(ctx, indices)
 
     def poison_batches(self, ctx: AttackContext, trigger: Trigger, indices: torch.Tensor) -> Poison | None:

@@ -195,6 +195,12 @@ def take(images: torch.Tensor, index: torch.Tensor, device=None) -> torch.Tensor
     return rows.to(device, non_blocking=True)
 
 
+def put(images: torch.Tensor, index: torch.Tensor, pixels: torch.Tensor):
+    """Write float ``pixels`` in [0, 1] (clamped, rounded to the 8-bit grid) into uint8
+    ``images`` at ``index`` (on any device), wherever ``images`` are: ``take``'s inverse."""
+    images[index.to(images.device)] = (quantize(pixels) * 255).round().to(torch.uint8).to(images.device)
+
+
 def fits_on_device(nbytes: int, device, fraction: float) -> bool:
     """Whether ``nbytes`` take at most ``fraction`` of the device's memory (always on the CPU,
     where the device is the host)."""

@@ -1,7 +1,7 @@
 """The threat model's parties and what each may see (DESIGN.md, "Threat model")."""
 import torch
 
-from .data import ImageData, Split, take
+from .data import ImageData, Split, put, take
 from .defense import DefenderData
 
 
@@ -32,8 +32,7 @@ class ThreatModel:
         positive = torch.zeros(len(images), dtype=torch.bool)
         if len(indices):
             with torch.no_grad():
-                triggered = backdoor["trigger"](take(images, indices, self.device))
-            images[indices.to(images.device)] = (triggered * 255).round().to(torch.uint8).to(images.device)
+                put(images, indices, backdoor["trigger"](take(images, indices, self.device)))
             labels[indices.to(labels.device)] = backdoor["poison_labels"].to(labels.device)
             positive[indices] = True
         return images, labels, positive

@@ -154,8 +154,8 @@ def train(learners: list[Learner], images: torch.Tensor, labels: torch.Tensor, s
     for epoch in range(schedule.epochs):
         losses = torch.zeros(per_epoch, len(learners), device=device)
         correct = torch.zeros(len(learners), device=device)
-        for step, rows in enumerate(batches(len(images), schedule.batch_size, True, generator)):
-            index = rows.to(device, non_blocking=True)
+        for step, rows in enumerate(batches(len(images), schedule.batch_size, True, generator, images.device)):
+            index = rows.to(device, non_blocking=True)  # rows index the images where they are, index the rest
             x = to_float(augment(take(images, rows, device), hflip, generator, crop))  # crop and flip the uint8 pixels
             if poison is not None:
                 x = poison(x, index)
@@ -228,7 +228,7 @@ def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
     model.eval()
     device = device_of(model, images)
     out = []
-    for index in batches(len(images), batch_size, False):
+    for index in batches(len(images), batch_size, False, device=images.device):
         x = to_float(take(images, index, device))
         if transform is not None:
             x = transform(x)

@@ -114,6 +114,9 @@ def test_take_accepts_any_index_and_moves_the_rows():
     moved = kdbench.take(images, mask, "meta")  # another device: gathered on the host, then copied
     assert moved.device.type == "meta" and moved.shape == (2, 1, 2, 2) and moved.dtype == torch.uint8
 
+    kdbench.put(images, torch.tensor([4]), torch.tensor([[[[0.5, 1.5], [-1.0, 0.2]]]]))  # clamped, on the 8-bit grid
+    assert images[4].flatten().tolist() == [128, 255, 0, 51]  # round(127.5) = 128, round(51.0) = 51
+
 
 def test_training_images_stay_on_the_host_where_they_exceed_the_device_fraction(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(total_memory=1000))

@@ -86,7 +86,7 @@ class LabelConsistent(kdbench.PoisoningAttack):
         for chunk in indices.cpu().split(ctx.batch_size):
             x = kdbench.to_float(kdbench.take(hard, chunk, ctx.device))
             adversarial = self.perturb(model, x, ctx.labels[chunk.to(ctx.device)], generator)
-            hard[chunk.to(hard.device)] = (kdbench.quantize(adversarial) * 255).round().to(torch.uint8).to(hard.device)
+            kdbench.put(hard, chunk, adversarial)
         return super().poison(dataclasses.replace(ctx, images=hard), trigger, indices)
 
 

@@ -89,7 +89,7 @@ class WaNet(kdbench.PoisoningAttack):
             with torch.no_grad():
                 chosen = kdbench.to_float(kdbench.take(images, cross, ctx.device))
                 warped = warp(chosen, (trigger.grid + jitter).clamp(-1, 1))
-            images[cross.to(images.device)] = (kdbench.quantize(warped) * 255).round().to(torch.uint8).to(images.device)
+            kdbench.put(images, cross, warped)
         return images, labels
 
 
