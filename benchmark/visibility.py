@@ -7,6 +7,7 @@ al., 2004; channels averaged), ``linf`` (the largest pixel change), ``l2`` (the 
 Euclidean norm) and ``lpips`` (Zhang et al., "The Unreasonable Effectiveness of Deep Features
 as a Perceptual Metric", CVPR 2018) are means over all images.
 """
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -17,21 +18,22 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 LPIPS_MIN_SIZE = 32  # the AlexNet trunk's five stages need at least 32 pixels a side
 LPIPS_BATCH = 256
+# torchvision's AlexNet_Weights.IMAGENET1K_V1 checkpoint, which lpips loads: named here, since
+# importing torchvision.models to ask costs every command two seconds
+ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
 
 
 def perceptual_metric():
     """(LPIPS with its AlexNet trunk, None), or (None, why not) when the lpips package or
     torchvision's ImageNet AlexNet weights (in torch.hub's checkpoint folder) are missing:
     nothing is downloaded."""
-    try:
-        import lpips
-    except ImportError:
+    if importlib.util.find_spec("lpips") is None:
         return None, "the lpips package is not installed (pip install 'kdbench[lpips]')"
-    from torchvision.models import AlexNet_Weights
-
-    weights = Path(torch.hub.get_dir()) / "checkpoints" / Path(AlexNet_Weights.IMAGENET1K_V1.url).name
+    weights = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
     if not weights.exists():
         return None, f"torchvision's AlexNet weights are not installed ({weights})"
+    import lpips  # two seconds of imports, only when it will be used
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's notice about lpips' legacy `pretrained=` argument
         return lpips.LPIPS(net="alex", verbose=False).eval(), None

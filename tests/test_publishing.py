@@ -234,3 +234,11 @@ def test_lpips_is_skipped_with_the_reason_when_the_trunk_weights_are_missing(mon
     assert metric is None and str(tmp_path / "checkpoints" / "alexnet-owt-7be5be79.pth") in missing
     assert "\n" not in missing
     assert math.isnan(visibility(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8))["lpips"])
+
+
+def test_the_alexnet_checkpoint_is_the_one_torchvision_downloads():
+    from torchvision.models import AlexNet_Weights
+
+    from kdbench.visibility import ALEXNET_WEIGHTS
+
+    assert AlexNet_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1] == ALEXNET_WEIGHTS
