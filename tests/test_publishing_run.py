@@ -15,7 +15,7 @@ from PIL import Image
 from kdbench.cli import main
 
 TINY = ["run", "quick", "--epochs", "1", "--seeds", "0,1", "--attacks", "badnets", "--device", "cpu", "--threads", "1",
-        "--defenses", "strip(n=8),neural_cleanse(steps=2,samples_per_step=8,batch_size=8)"]
+        "--defenses", "strip(n=2),neural_cleanse(steps=2,samples_per_step=8,batch_size=8)"]
 
 
 def browser() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import ROW_KEYS, SMALL, table
+from conftest import ROW_KEYS, SMALL, SMALL_DEFENSE, table
 
 from kdbench.cli import main
 from kdbench.leaderboard import METRICS
@@ -93,7 +93,7 @@ def test_a_corrupt_teacher_is_set_aside_recomputed_and_reported_by_verify(small_
     teacher = next(p for p in (workdir / "teacher").iterdir() if not p.name.startswith("."))
     flip_middle(teacher / "tensors.safetensors")
     # a defense not run yet: it loads the teacher, which would otherwise serve garbage
-    result = CliRunner().invoke(main, ["run", *SMALL, "--defenses", "strip(n=4)", "--workdir", str(workdir),
+    result = CliRunner().invoke(main, ["run", *SMALL, "--defenses", "strip(n=1)", "--workdir", str(workdir),
                                        "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert f"corrupt artifact teacher/{teacher.name}" in result.output
@@ -125,11 +125,11 @@ def test_a_student_whose_loss_turns_nan_fails_its_own_cells_only(small_quick, tm
 def test_a_detector_with_non_finite_scores_fails_its_rows(small_quick, tmp_path):
     registry = tmp_path / "registry.yaml"
     registry.write_text("plugins: [nan_plugins]\n")
-    result = CliRunner().invoke(main, ["run", *SMALL, "--registry", str(registry), "--defenses", "nan_scores,strip(n=8)",
+    result = CliRunner().invoke(main, ["run", *SMALL, "--registry", str(registry), "--defenses", f"nan_scores,{SMALL_DEFENSE}",
                                        "--workdir", str(small_quick.workdir), "--out", str(tmp_path)])
     assert result.exit_code == 1, result.output
     rows = pd.read_csv(tmp_path / "detection.csv")
-    failed, ok = rows[rows.defense == "nan_scores"], rows[rows.defense == "strip(n=8)"]
+    failed, ok = rows[rows.defense == "nan_scores"], rows[rows.defense == SMALL_DEFENSE]
     assert len(failed) == 4 and (failed.status == "failed").all() and (ok.status == "ok").all()
     assert failed.error.str.contains(r"defense nan_scores: \d+ of \d+ scores are not finite").all()
 
