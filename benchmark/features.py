@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .data import to_float
 from .errors import ConfigError
 from .network import Network
-from .training import device_of
+from .training import device_of, inference_batch
 
 # The module timm records (``feature_info``) for a stem's output, or the first part of its
 # name: ResNet's ``act1``, ResNetV2's and RegNet's ``stem``, DenseNet's ``features.norm0``,
@@ -39,7 +39,7 @@ def penultimate(network: Network, images: torch.Tensor, batch_size: int = 1024) 
     network.eval()
     device = device_of(network, images)
     out = []
-    for chunk in images.split(batch_size):
+    for chunk in images.split(inference_batch(device, batch_size)):
         x = to_float(chunk.to(device, non_blocking=True))
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
             out.append(embedding(network, network.features(x)).float())

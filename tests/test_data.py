@@ -118,6 +118,28 @@ def test_take_accepts_any_index_and_moves_the_rows():
     assert images[4].flatten().tolist() == [128, 255, 0, 51]  # round(127.5) = 128, round(51.0) = 51
 
 
+def test_inference_on_the_cpu_takes_at_most_128_images_a_pass_and_gives_the_same_logits():
+    """Whatever batch the caller names, the CPU sees passes of at most 128 images (they stay
+    in the caches), for logits and penultimate features alike; the small CNN's logits equal
+    one pass over the whole batch bit for bit."""
+    from kdbench_plugins.architectures.small_cnn import SmallCNN
+
+    torch.manual_seed(0)
+    info = kdbench.DatasetInfo("d", 10, 1, 16, (0.5,), (0.25,), tuple("0123456789"))
+    network = kdbench.Network(SmallCNN(10, 1, 8), info)
+    seen = []
+    network.body.stages[0].register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    images = torch.randint(0, 256, (300, 1, 16, 16), dtype=torch.uint8)
+    logits = kdbench.logits(network, images, 4096)
+    assert seen == [128, 128, 44]
+    with torch.no_grad():
+        assert torch.equal(logits, network(kdbench.to_float(images)))
+    seen.clear()
+    kdbench.logits(network, images, 100)  # a smaller batch is the caller's to keep
+    kdbench.penultimate(network, images, 4096)
+    assert seen == [100, 100, 100, 128, 128, 44]
+
+
 def test_training_images_stay_on_the_host_where_they_exceed_the_device_fraction(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(total_memory=1000))
     assert kdbench.fits_on_device(500, "cuda", 0.5) and not kdbench.fits_on_device(501, "cuda", 0.5)
