@@ -21,6 +21,7 @@ import time
 import torch
 
 import kdbench
+from kdbench.training import CPU_INFERENCE_BATCH
 from kdbench.plugins import PluginHost
 from kdbench.registry import load_registry, spec
 
@@ -52,7 +53,7 @@ def main():
     torch.set_num_threads(args.threads)
     host = PluginHost(load_registry().plugins)
     print(f"CPU, {args.threads} threads, {args.images} images a model; "
-          f"kdbench.logits takes at most {kdbench.training.CPU_INFERENCE_BATCH} a pass")
+          f"kdbench.logits takes at most {CPU_INFERENCE_BATCH} a pass")
     print(f"{'model':<22} {'caller batch':>12} {'whole batches':>14} {'kdbench.logits':>15} {'ratio':>6}  same")
     for text, channels, size in MODELS:
         entry = spec(text, "model")
