@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "attack": ["Attack", "AttackContext", "Backdoor", "PoisoningAttack", "Trigger"],
     "component": ["Component", "check_non_negative", "check_positive", "check_range"],
-    "data": ["Dataset", "DatasetInfo", "ImageData", "augment", "batch_count", "data_root", "channel_statistics",
+    "data": ["Dataset", "DatasetInfo", "ImageData", "augment", "batch_count", "batches", "data_root", "channel_statistics",
              "fits_on_device", "place", "put", "quantize", "random_resized_crop", "take", "to_float"],
     "defense": ["DefenderData", "Defense", "InputDetector", "Mitigation", "ModelDetector", "TrainingDataDetector"],
     "distiller": ["Distiller"],

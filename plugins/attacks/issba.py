@@ -152,12 +152,13 @@ class ISSBA(kdbench.PoisoningAttack):
         decoder = StegaStampDecoder(self.secret_size, ctx.info.channels, ctx.info.size).to(ctx.device).train()
         perceptual = kdbench.perceptual_metric()[0].to(ctx.device) if self.lpips_weight else None
         secrets = torch.bernoulli(torch.full((len(ctx.images), self.secret_size), 0.5), generator=generator)
+        secrets = secrets.to(ctx.device)
         optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=self.encoder_lr)
         epochs = max(1, round(self.encoder_epochs * ctx.epochs))
         for epoch in range(epochs):
-            for rows in torch.randperm(len(ctx.images), generator=generator).split(self.encoder_batch_size):
+            for rows in kdbench.batches(len(ctx.images), self.encoder_batch_size, True, generator, ctx.images.device):
                 image = kdbench.to_float(kdbench.take(ctx.images, rows, ctx.device))
-                secret = secrets[rows].to(ctx.device)
+                secret = secrets[rows.to(ctx.device)]
                 residual = encoder(secret, image)
                 encoded = (image + residual).clamp(0, 1)
                 loss = F.binary_cross_entropy_with_logits(decoder(encoded), secret)

@@ -77,7 +77,7 @@ class Smooth(kdbench.PoisoningAttack):
         v = self.low_pass(torch.rand(trigger.signal.shape, generator=generator).to(ctx.device))
         best, best_rate = v, -1.0
         for _ in range(self.passes):
-            for index in torch.randperm(len(images), generator=generator).split(ctx.batch_size):
+            for index in kdbench.batches(len(images), ctx.batch_size, True, generator, images.device):
                 x = kdbench.to_float(kdbench.take(images, index, ctx.device))
                 with torch.no_grad():
                     keep = model((x + v).clamp(0, 1)).argmax(1) != self.target

@@ -68,7 +68,7 @@ class Fct(kdbench.TrainingDataDetector):
         optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
         model.train()
         for _ in range(self.intra_epochs):
-            for index in torch.randperm(len(images), generator=generator).to(images.device).split(self.batch_size):
+            for index in kdbench.batches(len(images), self.batch_size, True, generator, images.device):
                 with _autocast(images.device):
                     features = _pooled_features(model, kdbench.to_float(images[index])).float()
                 batch_labels = labels[index]

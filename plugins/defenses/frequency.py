@@ -80,7 +80,7 @@ class Frequency(kdbench.InputDetector):
         detector.train()
         for _ in range(self.epochs):
             inputs = dct2(torch.cat([clean, synthetic_triggers(clean, generator)]))
-            for index in torch.randperm(len(inputs), generator=generator).to(device).split(self.batch_size):
+            for index in kdbench.batches(len(inputs), self.batch_size, True, generator, device):
                 loss = F.cross_entropy(detector(inputs[index]), labels[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
