@@ -9,9 +9,9 @@ from kdbench.metrics import attack_metrics, clean_accuracy
 from kdbench.visibility import visibility
 from kdbench_plugins.attacks.issba import StegaStampDecoder, StegaStampEncoder
 
-# CPU-sized: the encoder learns for 2 of the suite's 30 epochs at 10 times the reference's
+# CPU-sized: the encoder learns for 1.5 times the suite's 30 epochs at 10 times the reference's
 # Adam rate, without LPIPS (torchvision's AlexNet weights are not installed here).
-ISSBA = "issba(lpips_weight=0,encoder_epochs=2.0,encoder_lr=0.001)"
+ISSBA = "issba(lpips_weight=0,encoder_epochs=1.5,encoder_lr=0.001)"
 
 
 @pytest.mark.parametrize("channels, size", [(1, 16), (3, 32)])
@@ -50,8 +50,9 @@ def test_issba_trigger_is_invisible_sample_specific_and_implanted(bench, clean_t
     """The paper's claim at small scale: encoded images stay close to their originals, each
     image's residual is its own, and the teacher trained on 5 % encoded images answers the
     encoding while keeping its clean accuracy; the clean teacher does not (measured with two
-    threads and one: PSNR 25.0 and 25.3 dB, ASR 1.000 against the clean teacher's 0.000 and
-    0.002, CA 0.993 and 0.990 against 0.988; the decoder reads 74 % and 81 % of the bits)."""
+    threads and with one, the same figures: PSNR 31.6 dB, residuals 0.43 their own, ASR 0.991
+    against the clean teacher's 0.000, CA 0.992 against 0.988; at twice the encoder's epochs,
+    PSNR 25.0 dB and ASR 1.000)."""
     teacher = bench.teacher(ISSBA)
     trigger, target = teacher.backdoor["trigger"], teacher.backdoor["target"]
     images = kdbench.to_float(bench.data.test_images)

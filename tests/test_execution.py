@@ -41,9 +41,10 @@ def test_plan_shows_the_jobs_and_computes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     lines = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
              for line in result.output.splitlines() if line.count("│") == 6}
-    # quick: one clean teacher, two backdoored ones, a student group of each, strip on both attacks' models
-    assert lines["clean_teacher"][:3] == ["1", "0", "1"] and lines["teacher"][:3] == ["2", "0", "2"]
-    assert lines["students"][:3] == ["3", "0", "3"] and lines["defense"][:3] == ["4", "0", "4"]
+    # quick with badnets alone: the clean teacher, the backdoored one, a student group of each,
+    # strip on the backdoored teacher and on its student
+    assert lines["clean_teacher"][:3] == ["1", "0", "1"] and lines["teacher"][:3] == ["1", "0", "1"]
+    assert lines["students"][:3] == ["2", "0", "2"] and lines["defense"][:3] == ["2", "0", "2"]
     assert not any((tmp_path / stage).exists() for stage in ("clean_teacher", "teacher", "student"))
 
 
