@@ -130,7 +130,7 @@ def test_a_detector_with_non_finite_scores_fails_its_rows(small_quick, tmp_path)
     assert result.exit_code == 1, result.output
     rows = pd.read_csv(tmp_path / "detection.csv")
     failed, ok = rows[rows.defense == "nan_scores"], rows[rows.defense == SMALL_DEFENSE]
-    assert len(failed) == 2 and (failed.status == "failed").all() and (ok.status == "ok").all()
+    assert len(failed) == len(ok) == 2 and (failed.status == "failed").all() and (ok.status == "ok").all()
     assert failed.error.str.contains(r"defense nan_scores: \d+ of \d+ scores are not finite").all()
 
 
