@@ -275,9 +275,10 @@ class DFST(kdbench.PoisoningAttack):
     from the official TensorFlow code (tensorflow branch, CycleGAN/), takes its place: trained
     on ``gan_images_per_class`` (500) of the attacker's images per class against the style
     domain, batches of ``gan_batch_size`` (100), ``gan_lr`` 2e-4, ``cycle_weight`` 1,
-    ``identity_weight`` 0.1, networks ``gan_width`` 32 wide, for ``gan_epochs`` times the suite's teacher epochs (the
-    reference: 2,000 epochs against 200).  The domain is ``style_folder``'s images (the
-    paper's: sunrise photographs), or else procedural sunrises (``sunrise_domain``).
+    ``identity_weight`` 0.1, networks ``gan_width`` 32 wide, for ``gan_epochs`` times the
+    suite's teacher epochs (the reference: 2,000 epochs against 200).  The domain is
+    ``style_folder``'s images (the paper's: sunrise photographs), or else procedural sunrises
+    (``sunrise_domain``).  ``detox=False`` trains without the rounds.
 
     ``injector_objective``: the official code computes the model's outputs for the injector
     under ``torch.no_grad``, so its cross-entropy and excitation terms train nothing, and
