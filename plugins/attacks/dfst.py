@@ -27,6 +27,8 @@ def image_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResidualBlock(nn.Module):
+    """Two normalised 3×3 convolutions added to the input, then ReLU (networks.py's ResidualBlock)."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(reflect_conv(channels, channels, 3), image_norm(channels), nn.ReLU(),
