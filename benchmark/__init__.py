@@ -23,7 +23,7 @@ _EXPORTS = {
                  "require_maps", "stage_at", "stage_indices"],
     "forgetting": ["ForgettingEvents"],
     "hookspecs": ["hookimpl"],
-    "image_folder": ["load_image_folder", "read_split"],
+    "image_folder": ["load_image_folder", "read_images", "read_split"],
     "network": ["Architecture", "Network", "Outputs", "layers_in_forward_order"],
     "stages": ["Reporter"],
     "store": ["cache_tensors"],

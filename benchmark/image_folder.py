@@ -57,13 +57,24 @@ def _archive_files(archive: Path, split: str) -> dict:
     return contents
 
 
-def _decode(data: bytes, size: int | None) -> np.ndarray:
+def _decode(data: bytes, size: int | None, channels: int = 3) -> np.ndarray:
+    """H×W×C uint8 pixels, RGB or (one channel) PIL's luma, resized bilinearly to ``size``."""
     from PIL import Image
 
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
     if size and image.size != (size, size):
         image = image.resize((size, size), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(image, dtype=np.uint8).reshape(image.size[1], image.size[0], channels)
+
+
+def read_images(folder: Path, size: int, channels: int = 3) -> torch.Tensor:
+    """Every image under ``folder`` (any depth, in path order), resized to ``size``, as uint8
+    N×C×H×W (N may be 0): a folder of unlabelled images, such as a style domain."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = [_decode(p.read_bytes(), size, channels) for p in files]
+    if not images:
+        return torch.zeros(0, channels, size, size, dtype=torch.uint8)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
 def load_image_folder(name: str, root: str, size: int | None, max_per_class: int, test_per_class: int,

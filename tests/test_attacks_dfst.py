@@ -1,4 +1,5 @@
 """DFST (Cheng et al., AAAI 2021): its CycleGAN parts, the style domains, detoxification, and its claim on digits."""
+import copy
 import dataclasses
 
 import numpy as np
@@ -93,6 +94,34 @@ def test_the_compromised_neuron_is_the_one_triggered_images_excite_most_and_deto
     detox.redraw()
     chosen = detox.mask.nonzero().flatten()
     assert len(chosen) == 10 and chosen.min() >= 100  # 5 % of 200, all from the unpoisoned candidates
+
+
+def test_training_blends_only_the_detoxicant_rows_and_only_after_a_round(bench, clean_teacher):
+    """The teacher's training, seen through a stand-in for the harness's loop that starts from
+    the clean teacher and trains nothing: before the first round the detoxicant rows are left as
+    they are; after it, they and no others change by more than rounding; the poisons carry the
+    target, every other sample its own label."""
+    data, seen = bench.data, {}
+    images, labels = data.train_images[:200], data.train_labels[:200]
+
+    def train(model, train_images, train_labels, poison=None, after_epoch=None, **_):
+        x, index = kdbench.to_float(train_images), torch.arange(len(train_images))
+        seen.update(x=x, before=poison(x, index), labels=train_labels)
+        after_epoch(0)
+        seen.update(after=poison(x, index), mask=poison.mask.clone())
+        return model
+
+    ctx = kdbench.AttackContext(data.info, images, labels, lambda: copy.deepcopy(clean_teacher.model), train,
+                                epochs=3, batch_size=64, device=torch.device("cpu"), seed=0)
+    backdoor = DFST(gan_width=4, gan_epochs=0.34).run(ctx)
+    x, mask, poisons = seen["x"], seen["mask"], backdoor.poison_indices
+    assert torch.equal(seen["before"], x)
+    assert int(mask.sum()) == 10 and not mask[poisons].any()
+    assert torch.equal(seen["after"][~mask], x[~mask]) and (seen["after"][mask] - x[mask]).abs().amax() > 1e-3
+    assert (seen["labels"][poisons] == 0).all() and len(poisons) == 10
+    others = torch.ones(200, dtype=torch.bool)
+    others[poisons] = False
+    assert torch.equal(seen["labels"][others], labels[others])
 
 
 def test_the_papers_injector_excites_the_compromised_neurons_and_the_official_one_ignores_the_model(

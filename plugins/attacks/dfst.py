@@ -2,15 +2,11 @@
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import kdbench
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
-
 
 def reflect_conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Sequential:
     """A convolution after kernel // 2 pixels of reflection padding, weights drawn from N(0, 0.02²)."""
@@ -135,14 +131,10 @@ def sunrise_domain(count: int, info, generator: torch.Generator) -> torch.Tensor
 
 def style_folder_images(folder: Path, info) -> torch.Tensor:
     """The images of a style folder, resized to the dataset's size, as uint8 N×C×H×W."""
-    from PIL import Image
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    images = kdbench.read_images(folder, info.size, info.channels)
+    if not len(images):
         raise kdbench.ConfigError(f"dfst: no images in the style folder {folder}")
-    mode = "L" if info.channels == 1 else "RGB"
-    images = [np.asarray(Image.open(p).convert(mode).resize((info.size, info.size), Image.BILINEAR)) for p in files]
-    pixels = torch.from_numpy(np.stack(images)).view(len(images), info.size, info.size, -1)
-    return pixels.permute(0, 3, 1, 2).contiguous()
+    return images
 
 
 def train_cyclegan(content: torch.Tensor, style: torch.Tensor, trigger: StyleTrigger, attack: "DFST", epochs: int,
