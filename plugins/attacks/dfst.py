@@ -8,6 +8,7 @@ from torch import nn
 
 import kdbench
 
+
 def reflect_conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Sequential:
     """A convolution after kernel // 2 pixels of reflection padding, weights drawn from N(0, 0.02²)."""
     conv = nn.Conv2d(in_channels, out_channels, kernel, stride)
@@ -203,8 +204,9 @@ class Detoxification:
         self.mask.zero_()
         self.mask[chosen.to(self.mask.device)] = True
 
-    def blend(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """The detoxicant images: x blended with the injector's output (x itself before the first round)."""
+    def blend(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The detoxicant images: x blended with the injector's output (x itself before the first
+        round); ``index``, the batch's training-set indices, does not change the blend."""
         if self.injector is None:
             return x
         with torch.no_grad():
