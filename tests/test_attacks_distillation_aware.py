@@ -86,6 +86,25 @@ def test_adba_backdoor_survives_distillation(bench, clean_teacher):
     assert asr(bench, student, teacher) > asr(bench, control, teacher) + 0.3
 
 
+@pytest.mark.parametrize("clean_running_stats, mean, var, count", [(False, 0.405, 1.35, 2), (True, 0.45, 1.5, 1)])
+def test_adba_teacher_running_statistics_fold_in_the_triggered_batch_unless_asked_not_to(clean_running_stats, mean,
+                                                                                        var, count):
+    """One teacher step on the images 1…8 (mean 4.5, unbiased variance 6) and a trigger that
+    replaces them with zeros.  Running statistics start at (0, 1) with momentum 0.1: after the
+    clean batch (0.45, 0.9 + 0.6); with the triggered batch folded in too, as the reference
+    does, one more update towards (0, 0): (0.405, 1.35)."""
+    from kdbench_plugins.attacks.adba import ADBA as Attack
+    teacher = torch.nn.Sequential(torch.nn.BatchNorm2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x = torch.arange(1.0, 9.0).view(2, 1, 2, 2)
+    optimizer = torch.optim.SGD(teacher.parameters(), lr=0.0)
+    Attack(clean_running_stats=clean_running_stats)._teacher_step(
+        teacher, optimizer, x, torch.tensor([0, 1]), torch.tensor([0, 0]), torch.ones(1, 2, 2), torch.zeros(1, 2, 2))
+    norm = teacher[0]
+    assert norm.running_mean.item() == pytest.approx(mean)
+    assert norm.running_var.item() == pytest.approx(var)
+    assert norm.num_batches_tracked.item() == count
+
+
 def test_scar_teacher_looks_clean_while_its_students_learn_the_backdoor(bench, clean_teacher):
     """Both of the paper's claims, on a trigger that fools the clean teacher: the released
     teacher mostly keeps the true label on triggered inputs, while its KD student answers the
