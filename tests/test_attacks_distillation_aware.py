@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import kdbench
 from conftest import make_bench
 from kdbench.metrics import attack_metrics, clean_accuracy
+from kdbench_plugins.attacks.adba import ADBA as ADBAAttack
 from kdbench_plugins.attacks.scar import surrogate_loss
 from kdbench.registry import spec
 from kdbench.triggers import AdditiveTrigger
@@ -93,11 +94,10 @@ def test_adba_teacher_running_statistics_fold_in_the_triggered_batch_unless_aske
     replaces them with zeros.  Running statistics start at (0, 1) with momentum 0.1: after the
     clean batch (0.45, 0.9 + 0.6); with the triggered batch folded in too, as the reference
     does, one more update towards (0, 0): (0.405, 1.35)."""
-    from kdbench_plugins.attacks.adba import ADBA as Attack
     teacher = torch.nn.Sequential(torch.nn.BatchNorm2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
     x = torch.arange(1.0, 9.0).view(2, 1, 2, 2)
     optimizer = torch.optim.SGD(teacher.parameters(), lr=0.0)
-    Attack(clean_running_stats=clean_running_stats)._teacher_step(
+    ADBAAttack(clean_running_stats=clean_running_stats)._teacher_step(
         teacher, optimizer, x, torch.tensor([0, 1]), torch.tensor([0, 0]), torch.ones(1, 2, 2), torch.zeros(1, 2, 2))
     norm = teacher[0]
     assert norm.running_mean.item() == pytest.approx(mean)
