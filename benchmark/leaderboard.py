@@ -63,8 +63,10 @@ def atomic_text(path: Path, text: str):
     _atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
-SHOWN = ["teacher_ca", "teacher_asr", "student_ca", "student_asr", "control_student_ca", "control_student_asr",
-         "clean_teacher_asr"]
+# TITG beside each ASR: an ASR that comes with no gain is a model answering the target for
+# every image, not a trigger
+SHOWN = ["teacher_ca", "teacher_asr", "teacher_titg", "student_ca", "student_asr", "student_titg", "control_student_ca",
+         "control_student_asr", "clean_teacher_asr"]
 DETECTION_SHOWN = ["auroc", "auprc", "score", "der"]
 
 

@@ -63,6 +63,23 @@ def test_markdown_shows_mean_std_and_seeds(tmp_path):
     assert "loss diverged at epoch 2" in text.split("## Failed")[1]
 
 
+def test_markdown_and_page_show_each_asr_beside_its_target_gain(tmp_path):
+    """A teacher with ASR 0.42 and TITG 0.00 answers the target for clean images as often:
+    both tables put the gain next to the rate, so the reader sees it."""
+    from kdbench.publishing import render
+
+    rows = [dict(GROUP, attack="adba", seed=0, status="ok", error="", teacher_ca=0.39, teacher_asr=0.42,
+                 teacher_titg=0.0, student_ca=0.39, student_asr=0.38, student_titg=0.0)]
+    leaderboard.write(tmp_path, rows, [])
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| teacher_asr | teacher_titg | student_ca | student_asr | student_titg |" in text
+    assert "| 0.420 (n=1) | 0.000 (n=1) | 0.390 (n=1) | 0.380 (n=1) | 0.000 (n=1) |" in text
+    header = render(tmp_path).read_text().split('id="distillation"')[1].split("</thead>")[0]
+    names = ["teacher ASR", "teacher TITG", "student CA", "student ASR", "student TITG"]
+    assert all(name in header for name in names)
+    assert [header.index(name) for name in names] == sorted(header.index(name) for name in names)
+
+
 def write_board(folder, seeds=3):
     distillation, detection = three_seeds()
     detection += [dict(GROUP, attack=attack, seed=seed, defense="neural_cleanse", family="model", model=model,
