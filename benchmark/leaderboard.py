@@ -63,8 +63,8 @@ def atomic_text(path: Path, text: str):
     _atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
-# TITG beside each ASR: an ASR that comes with no gain is a model answering the target for
-# every image, not a trigger
+# TITG beside each ASR: an ASR that comes with no gain is a model that answers the target on
+# clean images too, not a trigger
 SHOWN = ["teacher_ca", "teacher_asr", "teacher_titg", "student_ca", "student_asr", "student_titg", "control_student_ca",
          "control_student_asr", "clean_teacher_asr"]
 DETECTION_SHOWN = ["auroc", "auprc", "score", "der"]
