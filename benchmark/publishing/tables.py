@@ -3,13 +3,14 @@ seeds, colour scales on ASR and AUROC from their means, headers that stay in vie
 import matplotlib
 import pandas as pd
 
-from ..leaderboard import failed_rows
+from ..leaderboard import SHOWN, failed_rows
 from ..summary import DETECTION_GROUP, DISTILLATION_GROUP, mean_std, wide
 
-DISTILLATION = {"teacher_ca": "teacher CA", "teacher_asr": "teacher ASR", "teacher_titg": "teacher TITG",
-                "student_ca": "student CA", "student_asr": "student ASR", "student_titg": "student TITG",
-                "control_student_ca": "control CA", "control_student_asr": "control ASR",
-                "clean_teacher_asr": "clean teacher ASR"}
+LABELS = {"teacher_ca": "teacher CA", "teacher_asr": "teacher ASR", "teacher_titg": "teacher TITG",
+          "student_ca": "student CA", "student_asr": "student ASR", "student_titg": "student TITG",
+          "control_student_ca": "control CA", "control_student_asr": "control ASR",
+          "clean_teacher_asr": "clean teacher ASR"}
+DISTILLATION = {column: LABELS[column] for column in SHOWN}  # the Markdown's columns, in its order
 DETECTION = {"auroc": "AUROC", "auprc": "AUPRC", "auroc_effective": "effective AUROC", "score": "score",
              "ca_after": "CA after", "asr_after": "ASR after", "der": "DER"}
 SCALES = {"ASR": "Reds", "AUROC": "Blues"}
