@@ -124,13 +124,17 @@ def test_training_blends_only_the_detoxicant_rows_and_only_after_a_round(bench, 
     assert torch.equal(seen["labels"][others], labels[others])
 
 
-def test_the_papers_injector_excites_the_compromised_neurons_and_the_official_one_ignores_the_model(
+def test_the_official_injector_ignores_the_model_and_the_papers_learns_its_objective_from_it(
         bench, clean_teacher):
     """The official code's injector learns from its SSIM term alone (the model's outputs under
-    no_grad), which drives the images away from their originals whatever the model; the paper's
-    lets the model's gradients through and excites the compromised neuron (measured, the
-    default settings on 64 training images: official SSIM 0.834, excitation 0.709; paper 1.316;
-    the clean images' 0.621)."""
+    no_grad): the same whatever the model, it drives the images away from their originals.
+    The paper's lets the model's gradients through: it differs with the model, and it lowers
+    the paper's objective, CE(target) − 0.1·SSIM − 0.3·excitation of the compromised neuron,
+    below where the official one leaves it (measured, the default settings on 64 training
+    images: official SSIM 0.834; objective 14.40 for the images as they are, 10.39 after the
+    official injector, 10.05 after the paper's; for seed 1's teachers 13.79, 9.59 and 9.17).
+    In these 10 steps the excitation itself does not rise reliably (seed 0: 0.595 after the
+    paper's injector, 0.621 on the clean images)."""
     clean = kdbench.to_float(bench.data.train_images[:64])
     dfst_teacher = bench.teacher(DFST_SPEC)
     triggered = kdbench.to_float(dfst_teacher.backdoor["trigger"](bench.data.train_images[:64]))
@@ -142,12 +146,21 @@ def test_the_papers_injector_excites_the_compromised_neurons_and_the_official_on
 
     official = [trained(model, "official")[1] for model in (clean_teacher.model, dfst_teacher.model)]
     assert torch.equal(official[0].delta, official[1].delta)
-    neurons, injector = trained(dfst_teacher.model, "paper")
+    papers = [trained(model, "paper") for model in (clean_teacher.model, dfst_teacher.model)]
+    assert not torch.equal(papers[0][1].delta, papers[1][1].delta)
+    neurons, injector = papers[1]
+
+    def objective(x):
+        features = dfst_teacher.model.features(x)
+        logits = dfst_teacher.model.head(features)
+        target = torch.zeros(len(x), dtype=torch.long)
+        return (torch.nn.functional.cross_entropy(logits, target) - 0.1 * ssim(x, clean, 5).mean()
+                - 0.3 * features[:, neurons].mean())
+
     with torch.no_grad():
         assert ssim(0.4 * clean + 0.6 * official[0](clean), clean, 5).mean() < 0.9
-        excitation = lambda x: dfst_teacher.model.features(x)[:, neurons].mean()  # noqa: E731
-        papers = excitation(0.4 * clean + 0.6 * injector(clean))
-        assert papers > 1.5 * excitation(clean) and papers > 1.3 * excitation(0.4 * clean + 0.6 * official[1](clean))
+        assert (objective(0.4 * clean + 0.6 * injector(clean)) < objective(0.4 * clean + 0.6 * official[1](clean))
+                < objective(clean))
 
 
 def test_dfst_teacher_answers_the_learned_style_and_keeps_clean_accuracy(bench, clean_teacher):

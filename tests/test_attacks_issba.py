@@ -9,9 +9,11 @@ from kdbench.metrics import attack_metrics, clean_accuracy
 from kdbench.visibility import visibility
 from kdbench_plugins.attacks.issba import StegaStampDecoder, StegaStampEncoder
 
-# CPU-sized: the encoder learns for 1.5 times the suite's 30 epochs at 10 times the reference's
-# Adam rate, without LPIPS (torchvision's AlexNet weights are not installed here).
-ISSBA = "issba(lpips_weight=0,encoder_epochs=1.5,encoder_lr=0.001)"
+# CPU-sized: the encoder learns for twice the suite's 30 epochs at 10 times the reference's
+# Adam rate, without LPIPS (torchvision's AlexNet weights are not installed here).  At 1.5 it
+# is still on its way: PSNR 32.3 dB with ASR 0.757 for one CPU's seed 0, 20.8 dB with ASR
+# 0.974 for its seed 1.
+ISSBA = "issba(lpips_weight=0,encoder_epochs=2.0,encoder_lr=0.001)"
 
 
 @pytest.mark.parametrize("channels, size", [(1, 16), (3, 32)])
@@ -49,16 +51,16 @@ def test_issba_refuses_sizes_the_unet_cannot_halve_four_times_and_a_missing_lpip
 def test_issba_trigger_is_invisible_sample_specific_and_implanted(bench, clean_teacher):
     """The paper's claim at small scale: encoded images stay close to their originals, each
     image's residual is its own, and the teacher trained on 5 % encoded images answers the
-    encoding while keeping its clean accuracy; the clean teacher does not (measured with two
-    threads and with one, the same figures: PSNR 31.6 dB, residuals 0.43 their own, ASR 0.991
-    against the clean teacher's 0.000, CA 0.992 against 0.988; with encoder_epochs=2.0, the
-    quick-attacks board's, PSNR 25.0 dB and ASR 1.000)."""
+    encoding while keeping its clean accuracy; the clean teacher does not (measured for seeds
+    0, 1 and 2: PSNR 25.9, 23.3 and 27.1 dB, residuals 0.30, 0.31 and 0.29 their own, ASR
+    1.000, 1.000 and 0.996 against the clean teachers' 0.002, 0.000 and 0.000, CA 0.990,
+    0.993 and 0.990 against 0.988, 0.995 and 0.988; on another CPU, seed 0: 25.0 dB, ASR 1.000)."""
     teacher = bench.teacher(ISSBA)
     trigger, target = teacher.backdoor["trigger"], teacher.backdoor["target"]
     images = kdbench.to_float(bench.data.test_images)
     with torch.no_grad():
         residuals = trigger(bench.data.test_images) - images
-    assert visibility(images, images + residuals)["psnr"] > 23
+    assert visibility(images, images + residuals)["psnr"] > 21
     common = residuals.mean(0, keepdim=True)
     assert (residuals - common).abs().mean() > 0.2 * residuals.abs().mean()  # not one pattern for all
 

@@ -60,6 +60,14 @@ class BAN(kdbench.ModelDetector):
         kdbench.check_range(self.name, "acc_threshold", self.acc_threshold, 0.0, 1.0)
 
     def score(self, model, calibration):
+        predicted = self.noisy_predictions(model, calibration)
+        accuracy = (predicted == calibration.labels).float().mean().item()
+        most = int(torch.bincount(predicted, minlength=calibration.num_classes).argmax())
+        return {"score": 1 - accuracy, "flagged_label": most if accuracy < self.acc_threshold else -1}
+
+    def noisy_predictions(self, model, calibration) -> torch.Tensor:
+        """Steps 1 to 3 on a copy of ``model``: the classes the noisy model gives the defender's
+        images from their (1 − m)-masked features."""
         network = copy.deepcopy(model).train().requires_grad_(False)
         generator = torch.Generator().manual_seed(self.seed)
         mask = self.feature_mask(network, calibration, generator)
@@ -67,10 +75,7 @@ class BAN(kdbench.ModelDetector):
         network.eval()
         with torch.no_grad():
             images = kdbench.to_float(calibration.images)
-            predicted = network.head((1 - mask) * network.features(images)).argmax(1)
-        accuracy = (predicted == calibration.labels).float().mean().item()
-        most = int(torch.bincount(predicted, minlength=calibration.num_classes).argmax())
-        return {"score": 1 - accuracy, "flagged_label": most if accuracy < self.acc_threshold else -1}
+            return network.head((1 - mask) * network.features(images)).argmax(1)
 
     def sample(self, calibration, generator):
         """A batch drawn with replacement (the official ``RandomSampler(replacement=True)``)."""
