@@ -251,9 +251,11 @@ def test_abl_loss_finds_poisoned_training_samples(bench, badnets_teacher, traini
 
 def test_abl_loss_cd_variant_finds_poisoned_training_samples(bench, badnets_teacher, training_set):
     """Cognitive Distillation's reading of the signal (cross-entropy, losses averaged over
-    the epochs) is steadier: 0.96 at 5 epochs."""
+    the epochs) is steadier: one run suffices.  At 5 epochs, on the BadNets teachers of seeds
+    0, 1 and 2: 0.94, 0.83 and 0.89 (0.89 for seed 0 trained and inspected with one thread;
+    0.96 on another CPU)."""
     text = "abl_loss(loss=cross_entropy,average_epochs=true,epochs=5)"
-    assert training_auroc(bench, badnets_teacher, *training_set, text) >= 0.9
+    assert training_auroc(bench, badnets_teacher, *training_set, text) >= 0.8
 
 
 def test_abl_loss_cd_variant_averages_the_epochs(bench, monkeypatch):
