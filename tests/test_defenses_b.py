@@ -132,6 +132,16 @@ def test_ban_noise_sends_clean_inputs_to_the_target_of_the_badnets_teacher_only(
     assert (backdoored != clean.labels).float().mean() > (benign != clean.labels).float().mean()
 
 
+def test_ban_scores_the_error_and_flags_the_most_predicted_class_below_its_accuracy_threshold(bench, monkeypatch):
+    calibration = kdbench.DefenderData(torch.zeros(4, 1, 16, 16, dtype=torch.uint8), torch.tensor([0, 1, 2, 3]), 10)
+    ban = make(bench, "ban")
+    for predicted, expected in [([5, 5, 5, 3], {"score": 0.75, "flagged_label": -1}),  # accuracy 0.25: not below
+                                ([5, 5, 2, 5], {"score": 0.75, "flagged_label": -1}),
+                                ([5, 5, 7, 5], {"score": 1.0, "flagged_label": 5})]:
+        monkeypatch.setattr(ban, "noisy_predictions", lambda model, data, p=predicted: torch.tensor(p))
+        assert ban.score(None, calibration) == expected
+
+
 def test_ban_noise_scales_every_batch_norm_within_twice_eps(bench, clean_teacher):
     """Each batch-norm weight and bias is scaled by 1 + n, n drawn in ±eps and moved by
     steps × eps/steps, so |n| ≤ 2·eps; no other parameter moves."""
