@@ -153,7 +153,7 @@ def test_the_official_injector_ignores_the_model_and_the_papers_learns_its_objec
     def objective(x):
         features = dfst_teacher.model.features(x)
         logits = dfst_teacher.model.head(features)
-        target = torch.zeros(len(x), dtype=torch.long)
+        target = torch.full((len(x),), dfst_teacher.backdoor["target"])
         return (torch.nn.functional.cross_entropy(logits, target) - 0.1 * ssim(x, clean, 5).mean()
                 - 0.3 * features[:, neurons].mean())
 
