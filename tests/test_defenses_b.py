@@ -136,7 +136,7 @@ def test_ban_scores_the_error_and_flags_the_most_predicted_class_below_its_accur
     calibration = kdbench.DefenderData(torch.zeros(4, 1, 16, 16, dtype=torch.uint8), torch.tensor([0, 1, 2, 3]), 10)
     ban = make(bench, "ban")
     for predicted, expected in [([5, 5, 5, 3], {"score": 0.75, "flagged_label": -1}),  # accuracy 0.25: not below
-                                ([5, 5, 2, 5], {"score": 0.75, "flagged_label": -1}),
+                                ([0, 1, 5, 5], {"score": 0.5, "flagged_label": -1}),
                                 ([5, 5, 7, 5], {"score": 1.0, "flagged_label": 5})]:
         monkeypatch.setattr(ban, "noisy_predictions", lambda model, data, p=predicted: torch.tensor(p))
         assert ban.score(None, calibration) == expected
