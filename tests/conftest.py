@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from kdbench.metrics import attack_metrics, clean_accuracy
 from kdbench.plugins import PluginHost
 from kdbench.registry import load_registry
 from kdbench.runner import Runner
@@ -21,6 +22,16 @@ from kdbench.threat_model import ThreatModel
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 torch.set_num_threads(1 if WORKER else 2)
+
+# The files that train longest (seconds on one thread, measured), started first so that the
+# xdist workers, each handed the next file in collection order, finish close together.
+LONGEST = {"test_attacks_scar.py": 160, "test_attacks_poisoning.py": 126, "test_attacks_issba.py": 90,
+           "test_attacks_distillation_aware.py": 75, "test_execution.py": 73, "test_reliability.py": 69,
+           "test_quick_suite.py": 59, "test_defenses_a.py": 58, "test_defenses_b.py": 47}
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: -LONGEST.get(item.path.name, 0))  # stable: the rest keep their order
 
 
 def shared(tmp_path_factory, name: str) -> Path:
@@ -85,6 +96,18 @@ def clean_teacher(bench):
 @pytest.fixture(scope="session")
 def badnets_teacher(bench, clean_teacher):
     return bench.teacher("badnets")
+
+
+def asr(bench, model, teacher) -> float:
+    """The attack success rate of ``model`` on the bench's test split under a teacher's trigger."""
+    backdoor = teacher.backdoor
+    return attack_metrics(model, bench.data.test_images, bench.data.test_labels,
+                          backdoor["trigger"], backdoor["target"])[0]
+
+
+def accuracy(bench, model) -> float:
+    """The clean accuracy of ``model`` on the bench's test split."""
+    return clean_accuracy(model, bench.data.test_images, bench.data.test_labels)
 
 
 # ---------------------------------------------------------------- command-line runs of a small quick

@@ -132,7 +132,7 @@ class SCAR(PreOptimisedTrigger):
 
     The released teacher keeps the true label on triggered inputs; students distilled
     from it learn the target (measured on digits with 15 outer iterations: teacher ASR
-    0.18, its kd student's 0.83; tests/test_attacks_distillation_aware.py).  Budgets are
+    0.18, its kd student's 0.83; tests/test_attacks_scar.py).  Budgets are
     fractions of the suite's teacher epochs (the code's 200 outer epochs of 20 inner
     epochs); ``outer_batches`` is the code's 40, capped at one pass over the attacker half;
     ``teacher_lr`` is the code's Adam 1e-3.
