@@ -1,7 +1,9 @@
 """The poisoning family (issue 3): each attack's claim at small scale, on the quick suite's digits.
 
-Every teacher is trained through the real harness stage (cached for the session); options
-shrink the learned triggers' own budgets so that the file stays fast on two CPU cores.
+Every teacher is trained through the real harness stage (cached for the session).  To keep the
+file fast on two CPU cores, the teachers here are the suite's student architecture,
+small_cnn(width=16), at a third of the suite teacher's training time, and options shrink the
+learned triggers' own budgets.
 """
 import dataclasses
 
@@ -9,25 +11,39 @@ import pytest
 import torch
 
 import kdbench
+from conftest import make_bench
 from kdbench.metrics import attack_metrics, clean_accuracy
+from kdbench.registry import spec
 from kdbench_plugins.attacks.nashville import NashvilleTrigger
 from kdbench_plugins.attacks.trojan import pre_logits
 
 # Each attack as the tests train it, and the ASR its teacher must reach, set below what seeds
-# 0, 1 and 2 gave on one CPU (seed 0 of another CPU trains a different teacher, like another seed).
-# SIG at its paper's training Δ of 20 implants for one seed in three (ASR 0.98, 0.04, 0.06): the
-# weak signal is learned or not; at 30 for all three (1.000, 0.998, 0.998).  label_consistent:
-# 0.68, 0.43 and 0.64 (0.90 and 0.68 for seed 0 on two other CPUs).  input_aware at 20 %
-# poison: 0.72–0.76, and 0.67 and 0.66 for seeds 1 and 2 (0.59–0.71 at 10 %, over two targets).
+# 0, 1 and 2 gave on one CPU with one thread (seed 0 of another CPU trains a different teacher,
+# like another seed): wanet 0.88, 0.93, 0.88; trojan 0.98, 1.00, 1.00; smooth 1.00 for each;
+# nashville 1.00, 0.99, 1.00.  SIG at its paper's training Δ of 20 implants for two seeds in three
+# (ASR 0.97, 0.30, 0.99): the weak signal is learned or not; at 30 the target class is learned
+# as the signal alone, and clean accuracy falls by 0.09; at 25, ASR 1.00 for each, clean accuracy
+# within 0.014.  label_consistent: 0.83, 0.43 and 0.79.  input_aware at 20 % poison: 0.83, 0.61
+# and 0.62 (on the suite's wider teacher 0.59–0.76 over seeds, CPUs and poison rates).
 ATTACKS = {
     "wanet": ("wanet(strength=1.0)", 0.8),
-    "sig": ("sig(delta=30)", 0.8),
+    "sig": ("sig(delta=25)", 0.8),
     "trojan": ("trojan(steps=50)", 0.9),
     "label_consistent": ("label_consistent", 0.4),
-    "input_aware": ("input_aware(width=8,poison_rate=0.2)", 0.6),  # the official code trains for 600 epochs
+    "input_aware": ("input_aware(width=8,poison_rate=0.2)", 0.5),  # the official code trains for 600 epochs
     "smooth": ("smooth(passes=3)", 0.9),
     "nashville": ("nashville", 0.9),
 }
+
+
+@pytest.fixture(scope="module")
+def bench(host, store):
+    return make_bench(host, store, teachers=[spec("small_cnn(width=16)", "architecture")])
+
+
+@pytest.fixture(scope="module")
+def clean_teacher(bench):
+    return bench.runner.clean_teacher(bench.view, bench.arch, 0)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +202,7 @@ def test_input_aware_triggers_differ_per_image_and_do_not_transfer(bench, teache
     assert (patterns - patterns.roll(1, 0)).abs().flatten(1).sum(1).median() > 1  # in pixels, over the image
     own_asr = (kdbench.predict(teacher.model, own) == target).float().mean()
     cross_asr = (kdbench.predict(teacher.model, borrowed) == target).float().mean()
-    assert cross_asr < own_asr - 0.25  # 0.40 measured
+    assert cross_asr < own_asr - 0.2  # 0.39, 0.28 and 0.37 measured for seeds 0, 1 and 2
 
 
 def test_smooth_trigger_is_low_frequency_and_bounded(teachers):
