@@ -25,9 +25,9 @@ torch.set_num_threads(1 if WORKER else 2)
 
 # The files that take longest (seconds under xdist, one thread, measured), started first so that the
 # xdist workers, each handed the next file in collection order, finish close together.
-LONGEST = {"test_attacks_scar.py": 168, "test_attacks_issba.py": 91,
-           "test_execution.py": 77, "test_quick_suite.py": 71, "test_attacks_distillation_aware.py": 65,
-           "test_reliability.py": 64, "test_attacks_poisoning.py": 61, "test_defenses_a.py": 60, "test_attacks_dfst.py": 37,
+LONGEST = {"test_attacks_scar.py": 168, "test_attacks_issba.py": 91, "test_execution.py": 77,
+           "test_quick_suite.py": 71, "test_attacks_distillation_aware.py": 65, "test_reliability.py": 64,
+           "test_attacks_poisoning.py": 61, "test_defenses_a.py": 60, "test_attacks_dfst.py": 37,
            "test_defenses_b.py": 36, "test_architectures.py": 25, "test_gpu_check.py": 22,
            "test_cifar10_real.py": 22, "test_backweak_options.py": 20, "test_plugins.py": 17,
            "test_distillers.py": 14, "test_publishing_run.py": 14}
