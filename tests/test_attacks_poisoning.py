@@ -1,9 +1,8 @@
 """The poisoning family (issue 3): each attack's claim at small scale, on the quick suite's digits.
 
 Every teacher is trained through the real harness stage (cached for the session).  To keep the
-file fast on two CPU cores, the teachers here are the suite's student architecture,
-small_cnn(width=16), at a third of the suite teacher's training time, and options shrink the
-learned triggers' own budgets.
+file fast on two CPU cores, the teachers are the narrow small_cnn(width=16) (conftest's
+``narrow_bench``), and options shrink the learned triggers' own budgets.
 """
 import dataclasses
 
@@ -11,9 +10,7 @@ import pytest
 import torch
 
 import kdbench
-from conftest import make_bench
 from kdbench.metrics import attack_metrics, clean_accuracy
-from kdbench.registry import spec
 from kdbench_plugins.attacks.nashville import NashvilleTrigger
 from kdbench_plugins.attacks.trojan import pre_logits
 
@@ -37,13 +34,14 @@ ATTACKS = {
 
 
 @pytest.fixture(scope="module")
-def bench(host, store):
-    return make_bench(host, store, teachers=[spec("small_cnn(width=16)", "architecture")])
+def bench(narrow_bench):
+    """This file's teachers are the narrow ones (conftest)."""
+    return narrow_bench
 
 
 @pytest.fixture(scope="module")
-def clean_teacher(bench):
-    return bench.runner.clean_teacher(bench.view, bench.arch, 0)
+def clean_teacher(narrow_clean_teacher):
+    return narrow_clean_teacher
 
 
 @pytest.fixture(scope="module")
