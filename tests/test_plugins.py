@@ -110,7 +110,7 @@ def test_a_third_party_package_shows_in_kdbench_plugins(installed_plugin):
 def test_a_third_party_attack_runs_in_a_suite(installed_plugin, store, tmp_path):
     result = subprocess.run(
         ["kdbench", "run", "quick", "--epochs", "5", "--attacks", "corner_dot", "--defenses", "", "--device", "cpu",
-         "--workdir", str(store.root), "--out", str(tmp_path)],
+         "--threads", "1", "--workdir", str(store.root), "--out", str(tmp_path)],
         env=installed_plugin, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     import pandas as pd
