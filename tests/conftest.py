@@ -24,12 +24,12 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 torch.set_num_threads(1 if WORKER else 2)
 
 # The order in which the files start, each xdist worker taking the next one as it finishes one:
-# the longest first, so that the workers finish close together (seconds under xdist at one
-# thread, measured: SCAR 175, ISSBA 85, execution 80, quick suite 75, distillation-aware 66,
-# reliability 66, poisoning 60, defenses a 60, DFST 38, defenses b 37, and so on), except that
-# the poisoning family, which trains the narrow clean teacher, starts beside SCAR, which trains
-# the suite's, so that no worker waits at the start for the other's.  The files not named follow
-# in their order.
+# the long ones first, so that the workers finish close together (seconds under xdist at one
+# thread, in one run: SCAR 144, ISSBA 88, execution 98, quick suite 89, distillation-aware 67,
+# reliability 71, defenses a 68, DFST 41, defenses b 39, and so on; a run to run spread of
+# about 10 %).  The poisoning family (65 s), which trains the narrow clean teacher, starts beside
+# SCAR, which trains the suite's, so that no worker waits at the start for the other's.  The
+# files not named follow in their order.
 START_ORDER = ["test_attacks_scar.py", "test_attacks_poisoning.py", "test_attacks_issba.py", "test_execution.py",
                "test_quick_suite.py", "test_attacks_distillation_aware.py", "test_reliability.py",
                "test_defenses_a.py", "test_attacks_dfst.py", "test_defenses_b.py", "test_architectures.py",
