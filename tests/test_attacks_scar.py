@@ -34,7 +34,7 @@ def test_scar_teacher_looks_clean_while_its_students_learn_the_backdoor(bench, c
     student's lead over its teacher held for every target tried (targets 1 and 7: 0.13 → 0.42
     and 0.26 → 0.88).  Not reproduced at this budget, hence not asserted: a student ASR above
     that of the clean teacher's student, which the pre-optimised trigger fools too (0.56, 0.48
-    and 0.85), and the unchanged clean accuracy (drops of 0.07 to 0.27)."""
+    and 0.85), and the unchanged clean accuracy (drops of 0.05 to 0.27)."""
     teacher = bench.teacher(SCAR)
     assert asr(bench, clean_teacher.model, teacher) > 0.3
     teacher_asr = asr(bench, teacher.model, teacher)
