@@ -67,10 +67,14 @@ class Bench:
         """A suite entry (``name`` or ``name(key=value)``) resolved to its registration and instance."""
         return self.runner.resolve(kind, text)
 
+    def clean_teacher(self):
+        """The clean teacher of seed 0 (cached in the session's store)."""
+        return self.runner.clean_teacher(self.view, self.arch, 0)
+
     def teacher(self, attack_text: str):
         """The backdoored teacher of an attack (cached in the session's store)."""
-        clean = self.runner.clean_teacher(self.view, self.arch, 0)
-        return self.runner.backdoored_teacher(self.view, self.arch, self.resolve("attack", attack_text), 0, clean)
+        return self.runner.backdoored_teacher(self.view, self.arch, self.resolve("attack", attack_text), 0,
+                                              self.clean_teacher())
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +102,7 @@ def bench(host, store) -> Bench:
 
 @pytest.fixture(scope="session")
 def clean_teacher(bench):
-    return bench.runner.clean_teacher(bench.view, bench.arch, 0)
+    return bench.clean_teacher()
 
 
 @pytest.fixture(scope="session")
@@ -109,13 +113,9 @@ def badnets_teacher(bench, clean_teacher):
 @pytest.fixture(scope="session")
 def narrow_bench(host, store) -> Bench:
     """The quick suite with its student architecture, small_cnn(width=16), as the teacher too:
-    a third of the suite teacher's training time, for the files whose claims were measured on it."""
+    a third of the suite teacher's training time, for the files whose claims were measured on it
+    (they take it as their ``bench`` from narrow.py)."""
     return make_bench(host, store, teachers=[spec("small_cnn(width=16)", "architecture")])
-
-
-@pytest.fixture(scope="session")
-def narrow_clean_teacher(narrow_bench):
-    return narrow_bench.runner.clean_teacher(narrow_bench.view, narrow_bench.arch, 0)
 
 
 def asr(bench, model, teacher) -> float:

@@ -8,23 +8,15 @@ import kdbench
 from kdbench.metrics import attack_metrics, clean_accuracy
 from kdbench.visibility import visibility
 from kdbench_plugins.attacks.issba import StegaStampDecoder, StegaStampEncoder
+import narrow
+
+bench, clean_teacher = narrow.bench, narrow.clean_teacher  # this file's teachers are the narrow ones
 
 # CPU-sized: the encoder learns for twice the suite's 30 epochs at 10 times the reference's
 # Adam rate, without LPIPS (torchvision's AlexNet weights are not installed here).  At 1.5 it
 # is still on its way: PSNR 32.3 dB with ASR 0.757 for one CPU's seed 0, 20.8 dB with ASR
 # 0.974 for its seed 1.
 ISSBA = "issba(lpips_weight=0,encoder_epochs=2.0,encoder_lr=0.001)"
-
-
-@pytest.fixture(scope="module")
-def bench(narrow_bench):
-    """This file's teachers are the narrow ones (conftest)."""
-    return narrow_bench
-
-
-@pytest.fixture(scope="module")
-def clean_teacher(narrow_clean_teacher):
-    return narrow_clean_teacher
 
 
 @pytest.mark.parametrize("channels, size", [(1, 16), (3, 32)])

@@ -13,6 +13,9 @@ import kdbench
 from kdbench.metrics import attack_metrics, clean_accuracy
 from kdbench_plugins.attacks.nashville import NashvilleTrigger
 from kdbench_plugins.attacks.trojan import pre_logits
+import narrow
+
+bench, clean_teacher = narrow.bench, narrow.clean_teacher  # this file's teachers are the narrow ones
 
 # Each attack as the tests train it, and the ASR its teacher must reach, set below what seeds
 # 0, 1 and 2 gave on one CPU with one thread (seed 0 of another CPU trains a different teacher,
@@ -31,17 +34,6 @@ ATTACKS = {
     "smooth": ("smooth(passes=3)", 0.9),
     "nashville": ("nashville", 0.9),
 }
-
-
-@pytest.fixture(scope="module")
-def bench(narrow_bench):
-    """This file's teachers are the narrow ones (conftest)."""
-    return narrow_bench
-
-
-@pytest.fixture(scope="module")
-def clean_teacher(narrow_clean_teacher):
-    return narrow_clean_teacher
 
 
 @pytest.fixture(scope="module")
