@@ -28,8 +28,8 @@ _EXPORTS = {
     "stages": ["Reporter"],
     "store": ["cache_tensors"],
     "triggers": ["AdditiveTrigger", "PatchTrigger"],
-    "training": ["Diverged", "Learner", "Poison", "Schedule", "device_of", "logits", "predict", "scheduled_sgd",
-                 "train"],
+    "training": ["Diverged", "Learner", "Poison", "Schedule", "channels_last", "device_of", "logits", "predict",
+                 "scheduled_sgd", "train"],
     "visibility": ["perceptual_distances", "perceptual_metric"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

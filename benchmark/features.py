@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .data import to_float
 from .errors import ConfigError
 from .network import Network
-from .training import device_of, inference_batch
+from .training import channels_last, device_of, inference_batch
 
 # The module timm records (``feature_info``) for a stem's output, or the first part of its
 # name: ResNet's ``act1``, ResNetV2's and RegNet's ``stem``, DenseNet's ``features.norm0``,
@@ -35,14 +35,15 @@ def embedding(network: Network, features: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def penultimate(network: Network, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Float32 penultimate representations of uint8 or float images, batch by batch, on
-    the network's device (bf16 autocast on CUDA)."""
+    the network's device, channels_last (bf16 autocast on CUDA)."""
     network.eval()
     device = device_of(network, images)
     out = []
-    for chunk in images.split(inference_batch(device, batch_size)):
-        x = to_float(chunk.to(device, non_blocking=True))
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-            out.append(embedding(network, network.features(x)).float())
+    with channels_last(network):
+        for chunk in images.split(inference_batch(device, batch_size)):
+            x = to_float(chunk.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+                out.append(embedding(network, network.features(x)).float())
     return torch.cat(out)
 
 

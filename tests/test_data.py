@@ -120,8 +120,8 @@ def test_take_accepts_any_index_and_moves_the_rows():
 
 def test_inference_on_the_cpu_takes_at_most_128_images_a_pass_and_gives_the_same_logits():
     """Whatever batch the caller names, the CPU sees passes of at most 128 images (they stay
-    in the caches), for logits and penultimate features alike; the small CNN's logits equal
-    one pass over the whole batch bit for bit."""
+    in the caches), for logits and penultimate features alike; the small CNN's logits are
+    those of one pass over the whole batch up to rounding (the passes run channels_last)."""
     from kdbench_plugins.architectures.small_cnn import SmallCNN
 
     torch.manual_seed(0)
@@ -133,7 +133,7 @@ def test_inference_on_the_cpu_takes_at_most_128_images_a_pass_and_gives_the_same
     logits = kdbench.logits(network, images, 4096)
     assert seen == [128, 128, 44]
     with torch.no_grad():
-        assert torch.equal(logits, network(kdbench.to_float(images)))
+        assert torch.allclose(logits, network(kdbench.to_float(images)), rtol=1e-5, atol=1e-5)
     seen.clear()
     kdbench.logits(network, images, 100)  # a smaller batch is the caller's to keep
     kdbench.penultimate(network, images, 4096)

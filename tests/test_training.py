@@ -1,4 +1,5 @@
 """The training loop's contract with the stages around it."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -30,3 +31,29 @@ def test_a_trained_model_computes_exactly_as_the_same_model_loaded_from_the_stor
         model.train()
     for a, b in zip(gradients(trained, x, labels[:16]), gradients(loaded, x, labels[:16])):
         assert torch.equal(a, b)
+
+
+def test_inference_runs_channels_last_and_hands_the_model_back_in_the_default_format():
+    """``kdbench.logits`` runs the model channels_last, as the loop trains it, and restores its
+    format even when interrupted: a model in the default format is so again after, so the
+    contract above holds after inference too, and one in the loop's format stays in it; the
+    logits are the default format's up to rounding."""
+    torch.manual_seed(0)
+    model = kdbench.Network(SmallCNN(4, 3, 8), INFO).eval()
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model(kdbench.to_float(images))
+    assert torch.allclose(kdbench.logits(model, images, batch_size=16), expected, rtol=1e-5, atol=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())
+    conv = model.body.stages[0][0].weight
+
+    def interrupted(x):
+        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        kdbench.logits(model, images, transform=interrupted)
+    assert conv.is_contiguous()
+    model.to(memory_format=torch.channels_last)  # as in the loop's hands: left so
+    kdbench.logits(model, images)
+    assert not conv.is_contiguous()

@@ -68,7 +68,7 @@ class BAN(kdbench.ModelDetector):
     def noisy_predictions(self, model, calibration) -> torch.Tensor:
         """Steps 1 to 3 on a copy of ``model``: the classes the noisy model gives the defender's
         images from their (1 − m)-masked features."""
-        network = copy.deepcopy(model).train().requires_grad_(False)
+        network = copy.deepcopy(model).to(memory_format=torch.channels_last).train().requires_grad_(False)
         generator = torch.Generator().manual_seed(self.seed)
         mask = self.feature_mask(network, calibration, generator)
         self.neuron_noise(network, calibration, generator)

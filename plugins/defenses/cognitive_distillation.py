@@ -62,8 +62,9 @@ class _CognitiveDistillation(kdbench.Defense):
         """‖m‖₁ of the distilled mask of every image (uint8 or float pixels)."""
         model.eval()
         generator = torch.Generator(device=images.device).manual_seed(self.seed)
-        return torch.cat([self._distill(model, kdbench.to_float(chunk), generator)
-                          for chunk in images.split(self.batch_size)])
+        with kdbench.channels_last(model):  # as the training loop runs it
+            return torch.cat([self._distill(model, kdbench.to_float(chunk), generator)
+                              for chunk in images.split(self.batch_size)])
 
     def _output(self, model, x):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
