@@ -16,19 +16,22 @@ BACKWEAK = "backweak"
 ADBA = "adba(epochs=0.5,mu=0.05,p=1,mask_init=0.3,clean_running_stats=true,lr=0.01,shadow=small_cnn)"
 
 
-def test_backweak_trigger_is_weak_and_the_fine_tuned_teacher_passes_it_on(bench, clean_teacher):
+def test_backweak_trigger_is_weak_and_the_fine_tuned_teacher_passes_it_on(narrow_bench):
     """The trigger respects its L∞ bound and its ASR budget on the clean teacher; the gently
     fine-tuned teacher answers it well above that budget, and its KD student inherits part of
-    it while the clean teacher's student does not (measured: clean teacher ASR 0.002 for the
-    0.05 budget, teacher 0.30, kd student 0.18, control 0.00).
+    it while the clean teacher's student does not.  On the narrow teachers (conftest's
+    ``narrow_bench``), one thread, seeds 0, 1 and 2: clean teacher ASR 0.000, 0.004 and 0.000
+    for the 0.05 budget, teacher 0.23, 0.36 and 0.24, kd students 0.14, 0.20 and 0.16 against
+    controls of 0.002 to 0.004.
 
     Not reproduced at this scale: the paper's near-100 % teacher ASR at unchanged clean
     accuracy.  With 22 fine-tuning epochs of 13 batches at 1/100 of the learning rate, the
-    digits teacher reaches ASR ≈ 0.3 and loses about 0.2 of clean accuracy (0.78 against
-    0.99; ε = 16/255 gives 0.44 and 0.80, a 10 % poison rate keeps 0.985 but ASR 0.01).  Over
-    seeds 0, 1 and 2 on a second CPU the loss was 0.19, 0.32 and 0.23 (teacher ASR 0.30, 0.47
-    and 0.28; students 0.17, 0.30 and 0.20 against controls of 0.002), so the accuracy bar is
-    0.35 below the clean teacher's."""
+    narrow teachers lose 0.16, 0.23 and 0.20 of their clean accuracy (0.99), so the accuracy
+    bar is 0.35 below the clean teacher's.  The suite's wider teacher fares alike (ASR ≈ 0.3
+    for a loss of about 0.2; ε = 16/255 gives 0.44 and 0.80, a 10 % poison rate keeps 0.985
+    but ASR 0.01)."""
+    bench = narrow_bench
+    clean_teacher = bench.clean_teacher()
     attack = bench.resolve("attack", BACKWEAK).component
     teacher = bench.teacher(BACKWEAK)
     delta = teacher.backdoor["trigger"].signal

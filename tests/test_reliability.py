@@ -76,7 +76,7 @@ def test_an_interrupt_writes_the_finished_rows_and_the_next_run_resumes(small_qu
     assert len(written) >= 1 and (written.status == "ok").all()
     resumed = start(tmp_path / "work", tmp_path / "out")
     assert resumed.wait(timeout=600) == 0
-    assert "clean teacher small_cnn (cached)" in resumed.stderr.read()
+    assert "clean teacher small_cnn(width=16) (cached)" in resumed.stderr.read()
     same_metrics(tmp_path / "out", small_quick.out)
 
 
