@@ -61,8 +61,8 @@ fi
 
 {
     echo "kdbench gpu-check on $device$([ "$tiny" = 1 ] && echo ' (tiny)'), $(date -u +%FT%TZ)"
-    "$python" -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__,
-'cuda', torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')"
+    "$python" -c "import importlib.metadata, torch; print('torch', torch.__version__, 'timm',
+importlib.metadata.version('timm'), 'cuda', torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')"
     if command -v nvidia-smi >/dev/null; then nvidia-smi; fi
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"

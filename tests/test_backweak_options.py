@@ -92,11 +92,14 @@ def test_progressive_freezing_freezes_one_more_layer_after_epochs_1_4_9():
     assert not any(p.requires_grad for layer in freezing.frozen for p in layer.parameters())
 
 
-def test_forgettable_backweak_with_progressive_freezing_on_digits(bench, clean_teacher):
-    """The options together on the quick suite's digits: the poisons are the candidates the
-    clean teacher forgot most, and the fine-tuned teacher carries the weak trigger (measured:
-    teacher ASR 0.413 against the clean teacher's 0.002; the poisons average 1.01 forgetting
-    events, a random choice 0.35)."""
+def test_forgettable_backweak_with_progressive_freezing_on_digits(narrow_bench):
+    """The options together on the quick suite's digits, the narrow teachers: the poisons are
+    the candidates the clean teacher forgot most, and the fine-tuned teacher carries the weak
+    trigger (measured, one thread, seeds 0, 1 and 2: teacher ASR 0.41, 0.46 and 0.43 against
+    the clean teachers' 0.000 to 0.004; the poisons average 1.12, 1.20 and 1.03 forgetting
+    events, the candidates 0.37, 0.40 and 0.34)."""
+    bench = narrow_bench
+    clean_teacher = bench.clean_teacher()
     text = "backweak(poisoner=forgettable,tuner=progressive)"
     teacher = bench.teacher(text)
     backdoor, counts = teacher.backdoor, clean_teacher.forgetting
