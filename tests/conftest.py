@@ -25,9 +25,9 @@ torch.set_num_threads(1 if WORKER else 2)
 
 # The order in which the files start, each xdist worker taking the next one as it finishes one:
 # the long ones first, so that the workers finish close together (seconds under xdist at one
-# thread, in one run: SCAR 144, ISSBA 88, execution 98, quick suite 89, distillation-aware 67,
-# reliability 71, defenses a 68, DFST 41, defenses b 39, and so on; a run to run spread of
-# about 10 %).  The poisoning family (65 s), which trains the narrow clean teacher, starts beside
+# thread, in one run: SCAR 135, ISSBA 97, execution 79, quick suite 81, distillation-aware 58,
+# reliability 58, defenses a 60, DFST 30, defenses b 31, and so on; a run to run spread of
+# about 10 %).  The poisoning family (61 s), which trains the narrow clean teacher, starts beside
 # SCAR, which trains the suite's, so that no worker waits at the start for the other's.  The
 # files not named follow in their order.
 START_ORDER = ["test_attacks_scar.py", "test_attacks_poisoning.py", "test_attacks_issba.py", "test_execution.py",
