@@ -252,10 +252,10 @@ def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
 def channels_last(model: nn.Module):
     """The model in channels_last memory format for the duration, as the training loop runs it,
     and in the format it had after (the default one of a model loaded from the store, or the
-    loop's own in the middle of training).  On two CPU cores inference runs 1.3 to 3 times as
-    fast so as in the default format, passes of 128 alike (``perf/inference.py``: 1.2× for
-    ResNet-18, 2.1–2.4× for MobileNetV2); the logits differ in rounding only (1e-6 of their
-    size and below)."""
+    loop's own in the middle of training).  On two CPU cores, passes of 128 images run 1.2 to 3
+    times as fast so as in the default format (``perf/inference.py``: ResNet-18 1.2×,
+    MobileNetV2 2.1–2.4×, the small CNNs 1.3–3.1×); the logits differ in rounding only (1e-6
+    of their size and below)."""
     was_channels_last = any(p.dim() == 4 and not p.is_contiguous() for p in model.parameters())
     model.to(memory_format=torch.channels_last)
     try:

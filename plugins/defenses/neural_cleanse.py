@@ -129,30 +129,29 @@ class NeuralCleanse(kdbench.ModelDetector):
         targets = torch.arange(classes, device=device)
         best = torch.full((classes,), math.inf)
         per_step = max(1, self.samples_per_step // self.batch_size)
-        with kdbench.channels_last(model):  # as the training loop runs it
-            for _ in range(self.steps):
-                successes, norms = torch.zeros(classes, device=device), torch.zeros(classes, device=device)
-                for _ in range(per_step):
-                    x = images[torch.randint(len(images), (self.batch_size,), generator=generator).to(device)]
-                    mask, pattern = (torch.tanh(mask_theta) + 1) / 2, (torch.tanh(pattern_theta) + 1) / 2
-                    stamped = (1 - mask[:, None]) * x[None] + (mask * pattern)[:, None]  # classes × batch × C×H×W
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                        logits = model(stamped.flatten(0, 1)).float().view(classes, len(x), -1)
-                    wanted = targets[:, None].expand(-1, len(x))
-                    cross_entropy = F.cross_entropy(logits.flatten(0, 1), wanted.flatten(), reduction="none").view(classes, -1).mean(1)
-                    norm = mask.sum((1, 2, 3))
-                    costs = torch.tensor([s.cost for s in schedules], device=device)
-                    optimizer.zero_grad(set_to_none=True)
-                    (cross_entropy + costs * norm).sum().backward(inputs=[mask_theta, pattern_theta])
-                    optimizer.step()
-                    successes += (logits.argmax(2) == wanted).float().mean(1).detach()
-                    norms += norm.detach()
-                successes, norms = (successes / per_step).tolist(), (norms / per_step).tolist()
-                for k, schedule in enumerate(schedules):
-                    if not schedule.done and schedule.step(successes[k], norms[k]):
-                        best[k] = norms[k]
-                if all(s.done for s in schedules):
-                    break
+        for _ in range(self.steps):
+            successes, norms = torch.zeros(classes, device=device), torch.zeros(classes, device=device)
+            for _ in range(per_step):
+                x = images[torch.randint(len(images), (self.batch_size,), generator=generator).to(device)]
+                mask, pattern = (torch.tanh(mask_theta) + 1) / 2, (torch.tanh(pattern_theta) + 1) / 2
+                stamped = (1 - mask[:, None]) * x[None] + (mask * pattern)[:, None]  # classes × batch × C×H×W
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    logits = model(stamped.flatten(0, 1)).float().view(classes, len(x), -1)
+                wanted = targets[:, None].expand(-1, len(x))
+                cross_entropy = F.cross_entropy(logits.flatten(0, 1), wanted.flatten(), reduction="none").view(classes, -1).mean(1)
+                norm = mask.sum((1, 2, 3))
+                costs = torch.tensor([s.cost for s in schedules], device=device)
+                optimizer.zero_grad(set_to_none=True)
+                (cross_entropy + costs * norm).sum().backward(inputs=[mask_theta, pattern_theta])
+                optimizer.step()
+                successes += (logits.argmax(2) == wanted).float().mean(1).detach()
+                norms += norm.detach()
+            successes, norms = (successes / per_step).tolist(), (norms / per_step).tolist()
+            for k, schedule in enumerate(schedules):
+                if not schedule.done and schedule.step(successes[k], norms[k]):
+                    best[k] = norms[k]
+            if all(s.done for s in schedules):
+                break
         last = ((torch.tanh(mask_theta) + 1) / 2).detach().sum((1, 2, 3)).cpu()
         return torch.where(best.isfinite(), best, last)
 
