@@ -23,8 +23,9 @@ bench, clean_teacher = narrow.bench, narrow.clean_teacher  # this file's teacher
 # nashville 1.00, 0.99, 1.00.  SIG at its paper's training Δ of 20 implants for two seeds in three
 # (ASR 0.97, 0.30, 0.99): the weak signal is learned or not; at 30, for seeds 0 and 2, the
 # target class is learned as the signal alone and clean accuracy falls by 0.09; at 25, ASR 1.00
-# for each, clean accuracy within 0.014.  label_consistent: 0.83, 0.43 and 0.79.  input_aware at 20 % poison: 0.83, 0.61
-# and 0.62 (on the suite's wider teacher 0.59–0.76 over seeds, CPUs and poison rates).
+# for each, clean accuracy within 0.014.  label_consistent: 0.83, 0.43 and 0.79.  input_aware
+# at 20 % poison: 0.83, 0.61 and 0.62 (on the suite's wider teacher 0.59–0.76 over seeds, CPUs
+# and poison rates).
 ATTACKS = {
     "wanet": ("wanet(strength=1.0)", 0.8),
     "sig": ("sig(delta=25)", 0.8),
